@@ -1,0 +1,95 @@
+"""The model artifact as a local directory: everything a prediction needs, written atomically.
+
+    model.safetensors   weights of the best epoch
+    config.json         the TrialConfig that made them
+    metrics.json        best validation metrics, decision threshold, per-epoch history
+    metadata.json       class map, preprocessing, data fingerprint, versions
+"""
+
+from __future__ import annotations
+
+from covid_sweep.errors import UserError
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from covid_sweep import __version__
+from covid_sweep.config import TrialConfig, build_config
+from covid_sweep.data import CLASS_NAMES
+from covid_sweep.models import build_model
+
+WEIGHTS = "model.safetensors"
+FILES = (WEIGHTS, "config.json", "metrics.json", "metadata.json")
+
+
+class ArtifactError(UserError, ValueError):
+    """A model artifact directory is missing or incomplete."""
+
+
+@dataclass
+class LoadedArtifact:
+    path: Path
+    config: TrialConfig
+    metrics: dict
+    metadata: dict
+    model: torch.nn.Module
+
+    @property
+    def threshold(self) -> float:
+        return float(self.metrics.get("threshold", 0.5))
+
+
+def _dump(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2, default=str, allow_nan=True) + "\n")
+
+
+def write_dir_atomically(target: Path, fill) -> Path:
+    """Build the directory under a temporary name beside `target`, then rename: never half a directory."""
+    target = Path(target)
+    if target.exists():
+        raise ArtifactError(f"{target}: already exists; refusing to overwrite")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    try:
+        fill(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def write_artifact(target: Path, state: dict, config: TrialConfig, metrics: dict, metadata: dict) -> Path:
+    metadata = {"class_map": dict(enumerate(CLASS_NAMES)), "covid_sweep_version": __version__,
+                "torch_version": torch.__version__, **metadata}
+
+    def fill(tmp: Path) -> None:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / WEIGHTS))
+        (tmp / "config.json").write_text(config.to_json() + "\n")
+        _dump(tmp / "metrics.json", metrics)
+        _dump(tmp / "metadata.json", metadata)
+
+    return write_dir_atomically(target, fill)
+
+
+def load_artifact(path: Path, device: str | torch.device = "cpu") -> LoadedArtifact:
+    path = Path(path)
+    if not path.is_dir():
+        raise ArtifactError(f"{path}: model artifact directory not found")
+    missing = [name for name in FILES if not (path / name).is_file()]
+    if missing:
+        raise ArtifactError(f"{path}: incomplete model artifact, missing {', '.join(missing)}")
+    config = build_config(json.loads((path / "config.json").read_text()), source=str(path / "config.json"))
+    model = build_model(config.backbone, pretrained=False)
+    model.load_state_dict(load_file(str(path / WEIGHTS), device=str(device)))
+    model.to(device).eval()
+    return LoadedArtifact(path=path, config=config, model=model,
+                          metrics=json.loads((path / "metrics.json").read_text()),
+                          metadata=json.loads((path / "metadata.json").read_text()))

@@ -1,0 +1,35 @@
+"""Binary classification metrics (sklearn) and the decision threshold chosen on validation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, roc_auc_score
+
+
+def binary_metrics(y_true, prob, threshold: float = 0.5) -> dict[str, float]:
+    """accuracy, AUC, F1, sensitivity (recall of COVID) and specificity at `threshold`."""
+    y_true = np.asarray(y_true, dtype=int)
+    prob = np.asarray(prob, dtype=float)
+    y_pred = (prob >= threshold).astype(int)
+    tn, fp, fn, tp = confusion_matrix(y_true, y_pred, labels=[0, 1]).ravel()
+    both_classes = len(np.unique(y_true)) == 2
+    return {
+        "acc": float(accuracy_score(y_true, y_pred)),
+        # AUC is undefined with one class present; NaN rather than a misleading 0.5
+        "auc": float(roc_auc_score(y_true, prob)) if both_classes else math.nan,
+        "f1": float(f1_score(y_true, y_pred, zero_division=0)),
+        "sensitivity": float(tp / (tp + fn)) if tp + fn else math.nan,
+        "specificity": float(tn / (tn + fp)) if tn + fp else math.nan,
+    }
+
+
+def choose_threshold(y_true, prob) -> float:
+    """The probability cut that maximises validation accuracy (ties -> closest to 0.5)."""
+    y_true = np.asarray(y_true, dtype=int)
+    prob = np.asarray(prob, dtype=float)
+    candidates = np.unique(np.concatenate([[0.5], prob]))
+    scores = [((prob >= t).astype(int) == y_true).mean() for t in candidates]
+    best = max(scores)
+    return float(min((t for t, s in zip(candidates, scores) if s == best), key=lambda t: abs(t - 0.5)))

@@ -1,0 +1,25 @@
+"""Where covid-sweep keeps its state: the embedded store, trial artifacts, W&B offline runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+HOME_ENV = "COVID_SWEEP_HOME"
+
+
+def home(explicit: str | Path | None = None) -> Path:
+    """--home, else $COVID_SWEEP_HOME, else ./.covid_sweep (beside the sweep you run, like ./wandb)."""
+    return Path(explicit or os.environ.get(HOME_ENV) or ".covid_sweep").absolute()
+
+
+def store_path(root: Path) -> Path:
+    return root / "sweeps.db"
+
+
+def trial_artifact_dir(root: Path, sweep_id: str, trial_name: str) -> Path:
+    return root / "artifacts" / sweep_id / trial_name
+
+
+def wandb_dir(root: Path) -> Path:
+    return root

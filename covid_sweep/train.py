@@ -1,0 +1,235 @@
+"""The training loop: early stopping, LR schedule, AMP on CUDA. Knows nothing of W&B or the store."""
+
+from __future__ import annotations
+
+from covid_sweep.errors import UserError
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+from tqdm.auto import tqdm
+
+from covid_sweep import augment
+from covid_sweep.config import TrialConfig
+from covid_sweep.metrics import binary_metrics
+
+
+class TrainingError(UserError, RuntimeError):
+    """The trial cannot go on (NaN loss...); the sweep marks it failed and carries on."""
+
+
+class StopRequested(Exception):
+    """Raised inside the loop when should_stop() turns true (SIGTERM from hyperband or the agent)."""
+
+
+EpochCallback = Callable[[dict], None]
+
+
+@dataclass
+class FitResult:
+    history: list[dict]
+    best_epoch: int
+    best: dict
+    best_state: dict
+    val_labels: np.ndarray
+    val_probs: np.ndarray
+    stopped: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+class AugmentedImages(Dataset):
+    """uint8 images (N, H, W, 3), e.g. a memory-mapped cache, with per-sample albumentations."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        image = augment.apply(self.transform, self.images[i])
+        return torch.from_numpy(image), int(self.labels[i])
+
+
+def resolve_device(config: TrialConfig) -> torch.device:
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("device=cuda was asked for but CUDA is not available")
+    if config.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(config.device)
+
+
+def train_loader(config: TrialConfig, images: np.ndarray, labels: np.ndarray, device: torch.device) -> DataLoader:
+    dataset = AugmentedImages(images, labels, augment.train_transform(config))
+    generator = torch.Generator().manual_seed(config.seed)
+    return DataLoader(
+        dataset,
+        batch_size=min(config.batch_size, len(dataset)),
+        shuffle=True,
+        # a fixed batch shape lets cudnn tune once; the dropped tail is reshuffled into later epochs
+        drop_last=len(dataset) > config.batch_size,
+        num_workers=config.num_workers,
+        persistent_workers=config.num_workers > 0,
+        pin_memory=device.type == "cuda",
+        generator=generator,
+    )
+
+
+def _optimizer(config: TrialConfig, model: nn.Module) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _scheduler(config: TrialConfig, optimizer, steps_per_epoch: int):
+    total = max(1, config.epochs * steps_per_epoch)
+    if config.scheduler == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total)
+    warmup = config.warmup_epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if config.scheduler == "none":
+            return 1.0
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _mixer(config: TrialConfig):
+    if config.mixup <= 0:
+        return None
+    return v2.RandomApply([v2.RandomChoice([v2.MixUp(num_classes=2), v2.CutMix(num_classes=2)])], p=config.mixup)
+
+
+def _autocast(config: TrialConfig, device: torch.device):
+    # bf16 on CUDA needs no loss scaling; on the CPU autocast is slower than fp32, so it stays off
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.amp and device.type == "cuda")
+
+
+@torch.no_grad()
+def predict_probs(model: nn.Module, images: np.ndarray, batch_size: int, device: torch.device, amp: bool = False) -> np.ndarray:
+    """P(COVID) for uint8 images (N, H, W, 3) already at the model's input size."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).to(device)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+            logits = model(augment.to_model_input(batch))
+        out.append(torch.softmax(logits.float(), dim=1)[:, 1].cpu())
+    return torch.cat(out).numpy()
+
+
+def _evaluate(model, images, labels, config, device) -> tuple[dict, np.ndarray]:
+    probs = predict_probs(model, images, config.batch_size, device, config.amp)
+    p = torch.from_numpy(np.clip(probs, 1e-7, 1 - 1e-7))
+    y = torch.from_numpy(labels.astype(np.float32))
+    val_loss = float(nn.functional.binary_cross_entropy(p.double(), y.double()))
+    metrics = {f"val_{k}": v for k, v in binary_metrics(labels, probs).items()}
+    return {"val_loss": val_loss, **metrics}, probs
+
+
+def _improved(value: float, best: float | None, goal: str) -> bool:
+    if value is None or math.isnan(value):
+        return False
+    if best is None:
+        return True
+    return value < best if goal == "minimize" else value > best
+
+
+def fit(
+    config: TrialConfig,
+    model: nn.Module,
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    val_images: np.ndarray,
+    val_labels: np.ndarray,
+    on_epoch: EpochCallback | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    progress: bool = True,
+) -> FitResult:
+    torch.manual_seed(config.seed)
+    device = resolve_device(config)
+    model = model.to(device).to(memory_format=torch.channels_last)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True) if config.ema > 0 else None
+    loader = train_loader(config, train_images, train_labels, device)
+    optimizer = _optimizer(config, model)
+    scheduler = _scheduler(config, optimizer, len(loader))
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    mixer = _mixer(config)
+    val_images = np.ascontiguousarray(val_images)
+
+    history: list[dict] = []
+    best, best_epoch, best_state, best_probs, bad_epochs = None, 0, None, None, 0
+    stopped = False
+    epochs = tqdm(range(1, config.epochs + 1), desc=f"{config.backbone}", unit="epoch", disable=not progress, leave=False)
+    try:
+        for epoch in epochs:
+            started = time.perf_counter()
+            train_loss = _train_one_epoch(model, ema, loader, optimizer, scheduler, loss_fn, mixer, config, device, should_stop)
+            if not math.isfinite(train_loss):
+                raise TrainingError(f"training loss became {train_loss} at epoch {epoch}; try a lower lr (now {config.lr})")
+            scored = ema.module if ema is not None else model
+            metrics, probs = _evaluate(scored, val_images, val_labels, config, device)
+            record = {"epoch": epoch, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"],
+                      **metrics, "epoch_time": time.perf_counter() - started}
+            history.append(record)
+            value = record[config.monitor]
+            if _improved(value, best, config.monitor_goal):
+                best, best_epoch, bad_epochs, best_probs = value, epoch, 0, probs
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in scored.state_dict().items()}
+            else:
+                bad_epochs += 1
+            if on_epoch:
+                on_epoch(record)
+            epochs.set_postfix({config.monitor: f"{value:.4f}", "best": f"{best:.4f}" if best is not None else "-"})
+            if bad_epochs >= config.patience:
+                break
+    except StopRequested:
+        stopped = True
+    if best_state is None:
+        # stopped or NaN-free but never scored (stopped inside epoch 1): keep what we have
+        best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+        best_probs = np.full(len(val_labels), np.nan)
+    best_record = next((h for h in history if h["epoch"] == best_epoch), {})
+    return FitResult(history=history, best_epoch=best_epoch, best=best_record, best_state=best_state,
+                     val_labels=np.asarray(val_labels), val_probs=best_probs, stopped=stopped)
+
+
+def _train_one_epoch(model, ema, loader, optimizer, scheduler, loss_fn, mixer, config, device, should_stop) -> float:
+    model.train()
+    # summed on the device: a float() per step would sync the GPU every batch
+    total = torch.zeros((), device=device)
+    count = 0
+    for images, labels in loader:
+        if should_stop():
+            raise StopRequested()
+        x = augment.to_model_input(images.to(device, non_blocking=True))
+        y = labels.to(device, non_blocking=True)
+        if mixer is not None:
+            x, y = mixer(x, y)
+        with _autocast(config, device):
+            loss = loss_fn(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        total += loss.detach().float() * len(labels)
+        count += len(labels)
+    return float(total) / max(1, count)

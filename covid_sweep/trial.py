@@ -1,0 +1,85 @@
+"""One trial: TrialConfig + data -> trained model artifact (+ W&B run when a Tracker is given)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from covid_sweep import augment
+from covid_sweep.artifact import write_artifact
+from covid_sweep.config import ConfigError, TrialConfig
+from covid_sweep.data import cached_images, fingerprint, load_split, stratified_split
+from covid_sweep.metrics import binary_metrics, choose_threshold
+from covid_sweep.models import build_model
+from covid_sweep.tracking import Tracker
+from covid_sweep.train import fit
+
+DATA_ENV = "COVID_SWEEP_DATA"
+
+
+@dataclass
+class TrialResult:
+    state: str  # "finished" or "stopped"
+    artifact: Path | None
+    best: dict
+    best_epoch: int
+    epochs_run: int
+    threshold: float
+
+
+def data_dir_for(config: TrialConfig) -> Path:
+    """The sweep parameter data_dir wins; else $COVID_SWEEP_DATA (how docker and agents find the data)."""
+    value = config.data_dir or os.environ.get(DATA_ENV)
+    if not value:
+        raise ConfigError(f"data_dir: not set; pass --data DATA, set a data_dir parameter, or export {DATA_ENV}")
+    return Path(value)
+
+
+def run_trial(
+    config: TrialConfig,
+    artifact_dir: Path,
+    tracker: Tracker | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    progress: bool = True,
+    trial_name: str | None = None,
+) -> TrialResult:
+    data_dir = data_dir_for(config)
+    train = load_split(data_dir, "train")
+    images = cached_images(train, config.input_size)
+    labels = np.asarray(train.labels)
+    train_idx, val_idx = stratified_split(labels, config.val_fraction, config.seed)
+    model = build_model(config.backbone, config.pretrained)
+
+    def epoch_done(record: dict) -> None:
+        if tracker:
+            tracker.log_epoch(record)
+        if on_epoch:
+            on_epoch(record)
+
+    result = fit(config, model, images[train_idx], labels[train_idx], images[val_idx], labels[val_idx],
+                 on_epoch=epoch_done, should_stop=should_stop, progress=progress)
+    state = "stopped" if result.stopped else "finished"
+    if not result.history:
+        return TrialResult(state=state, artifact=None, best={}, best_epoch=0, epochs_run=0, threshold=0.5)
+
+    threshold = choose_threshold(result.val_labels, result.val_probs)
+    at_threshold = {f"val_{k}_at_threshold": v for k, v in binary_metrics(result.val_labels, result.val_probs, threshold).items()}
+    metrics = {"monitor": config.monitor, "goal": config.monitor_goal, "best_epoch": result.best_epoch,
+               "best": result.best, "threshold": threshold, **at_threshold, "state": state, "history": result.history}
+    metadata = {"trial": trial_name, "preprocessing": augment.preprocessing_spec(config.input_size),
+                "data_fingerprint": fingerprint(train), "data_dir": str(data_dir),
+                "val_split": {"val_fraction": config.val_fraction, "seed": config.seed, "n_val": len(val_idx)}}
+    path = write_artifact(Path(artifact_dir), result.best_state, config, metrics, metadata)
+    if tracker:
+        tracker.summarize(result.best, config.monitor, {"threshold": threshold, "epochs_run": len(result.history)})
+        tracker.log_evaluation(result.val_labels, result.val_probs, threshold)
+        tracker.log_model(path, name=f"model-{trial_name or tracker.run.id}",
+                          metadata={"config": config.model_dump(mode="json"), "metrics": result.best,
+                                    "threshold": threshold, **metadata})
+    return TrialResult(state=state, artifact=path, best=result.best, best_epoch=result.best_epoch,
+                       epochs_run=len(result.history), threshold=threshold)
