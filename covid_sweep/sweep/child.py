@@ -1,0 +1,44 @@
+"""The trial process's side of the embedded protocol: signals, parent death, metrics into the store.
+
+SIGTERM = stop (hyperband or the user): the trial ends cleanly as "stopped", keeping what it logged.
+SIGINT  = the controller is shutting down: the trial ends as "interrupted" and a resume retries it.
+A controller that dies without a word (kill -9) is noticed as a change of parent: "interrupted".
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from covid_sweep.sweep.store import Store, Sweep, Trial
+
+
+class TrialProcess:
+    def __init__(self, store: Store, trial: Trial, sweep: Sweep):
+        self.store, self.trial, self.sweep = store, trial, sweep
+        self.stop_state: str | None = None
+        self._parent = os.getppid()
+        signal.signal(signal.SIGTERM, lambda *_: self._request("stopped"))
+        signal.signal(signal.SIGINT, lambda *_: self._request("interrupted"))
+
+    def _request(self, state: str) -> None:
+        self.stop_state = self.stop_state or state
+
+    def start(self) -> None:
+        self.store.mark_running(self.trial.id, os.getpid())
+
+    def should_stop(self) -> bool:
+        if os.getppid() != self._parent:
+            self._request("interrupted")
+        return self.stop_state is not None
+
+    def on_epoch(self, record: dict) -> None:
+        self.store.log_epoch(self.trial.id, record, self.sweep.metric, self.sweep.goal)
+
+    def end(self, loop_stopped: bool, artifact: str | None) -> str:
+        state = (self.stop_state or "stopped") if loop_stopped else "finished"
+        self.store.end_trial(self.trial.id, state, artifact=artifact)
+        return state
+
+    def fail(self, error: str) -> None:
+        self.store.end_trial(self.trial.id, "failed", error=error[-2000:])

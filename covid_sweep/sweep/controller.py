@@ -1,0 +1,227 @@
+"""The embedded, air-gapped sweep controller: W&B's engine + the SQLite store + one subprocess per trial.
+
+Several controllers (or one with --agents K) can share a store: suggestions are made inside an
+exclusive SQLite transaction, so no two agents ever receive the same one.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from covid_sweep import paths
+from covid_sweep.sweep import engine
+from covid_sweep.sweep.store import ACTIVE, Store, Sweep, Trial
+
+MAX_ATTEMPTS = 2  # an interrupted trial is retried once; interrupted again, it counts as failed
+STALE_CONTROLLER_S = 60.0
+DEFAULT_TRIAL_ARGV = (sys.executable, "-m", "covid_sweep.agent")
+
+
+def new_sweep(store: Store, config: dict, source: str, data_dir: str | None, seed: int | None = None) -> Sweep:
+    sweep_id = secrets.token_hex(4)
+    name = config.get("name") or Path(source).stem
+    return store.create_sweep(sweep_id, name, source, config, data_dir, secrets.randbelow(2**31) if seed is None else seed)
+
+
+@dataclass
+class Slot:
+    trial: Trial
+    process: subprocess.Popen
+    log: Path
+    stop_sent: bool = False
+
+
+@dataclass
+class Outcome:
+    sweep_id: str
+    launched: list[str] = field(default_factory=list)
+    reason: str = ""
+
+
+def _owner_alive(store: Store, owner: str | None) -> bool:
+    if not owner:
+        return False
+    host, _, pid = owner.rpartition(":")
+    beat = store.controller_heartbeat(owner)
+    fresh = beat is not None and time.time() - beat < STALE_CONTROLLER_S
+    if host != socket.gethostname():
+        return fresh
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError):
+        return False
+    except PermissionError:
+        pass
+    return fresh
+
+
+class Controller:
+    def __init__(self, store: Store, sweep: Sweep, home: Path, agents: int = 1, count: int | None = None,
+                 gpus: list[str] | None = None, trial_argv: tuple[str, ...] = DEFAULT_TRIAL_ARGV,
+                 poll_s: float = 0.5, log=print):
+        self.store, self.sweep, self.home = store, sweep, Path(home)
+        self.agents, self.count, self.gpus = agents, count, gpus or []
+        self.trial_argv, self.poll_s, self.log = tuple(trial_argv), poll_s, log
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self.slots: dict[int, Slot] = {}
+        self._shutdown = False
+
+    # --- suggestions -------------------------------------------------------------------------
+    def claim(self) -> tuple[Trial | None, str]:
+        """Next trial for this agent (a retry first, else the engine's suggestion), or (None, why not)."""
+        with self.store.write_lock():
+            trials = self.store.trials(self.sweep.id)
+            if engine.target_reached(self.sweep, trials):
+                return None, f"metric.target {self.sweep.config['metric']['target']} reached"
+            retry = self._retry_candidate(trials)
+            if retry is not None:
+                return retry, ""
+            originals = [t for t in trials if t.retry_of is None]
+            cap = self.sweep.config.get("run_cap")
+            if cap is not None and len(originals) >= cap:
+                return None, f"run_cap {cap} reached"
+            params = engine.suggest(self.store, self.sweep, engine.sweep_runs(self.store, self.sweep))
+            if params is None:
+                return None, "search space exhausted"
+            name = f"{self.sweep.id}-{len(originals) + 1:03d}"
+            return self.store.add_trial(self.sweep.id, name, params, self.owner), ""
+
+    def _retry_candidate(self, trials: list[Trial]) -> Trial | None:
+        retried = {t.retry_of for t in trials if t.retry_of is not None}
+        for trial in trials:
+            if trial.state != "interrupted" or trial.id in retried:
+                continue
+            root = trial.retry_of or trial.id
+            attempts = 1 + sum(1 for t in trials if t.retry_of == root)
+            if trial.retry_of is not None and attempts >= MAX_ATTEMPTS:
+                self.store.end_trial(trial.id, "failed", error="interrupted twice; imputed as failed",
+                                     only_if=("interrupted",))
+                continue
+            return self.store.add_trial(self.sweep.id, f"{self.store.trial(root).name}-r{attempts}",
+                                        trial.params, self.owner, retry_of=root)
+        return None
+
+    # --- processes -------------------------------------------------------------------------------
+    def launch(self, trial: Trial) -> Slot:
+        log = self.home / "logs" / self.sweep.id / f"{trial.name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+        env.setdefault("WANDB_MODE", "offline")
+        env["PYTHONUNBUFFERED"] = "1"
+        if self.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = self.gpus[len(self.slots) % len(self.gpus)]
+        argv = [*self.trial_argv, "--store", str(self.store.path), "--trial", str(trial.id), "--home", str(self.home)]
+        with log.open("ab") as fh:
+            # own session: a Ctrl-C in the terminal reaches the controller, which then tells each trial
+            process = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.store.mark_running(trial.id, process.pid)
+        self.log(f"trial {trial.name} started (pid {process.pid}): {trial.params}")
+        return Slot(trial, process, log)
+
+    def _collect(self) -> None:
+        for trial_id, slot in list(self.slots.items()):
+            code = slot.process.poll()
+            if code is None:
+                continue
+            del self.slots[trial_id]
+            if self.store.end_trial(trial_id, "failed", error=f"trial process exited with {code}: {_tail(slot.log)}"):
+                self.log(f"trial {slot.trial.name} failed (exit {code}); log: {slot.log}")
+            else:
+                trial = self.store.trial(trial_id)
+                self.log(f"trial {trial.name} {trial.state}: best {self.sweep.metric}={trial.best} after {trial.epochs} epochs")
+
+    def _hyperband(self) -> None:
+        if not self.slots:
+            return
+        to_stop = engine.runs_to_stop(self.sweep, engine.sweep_runs(self.store, self.sweep))
+        for slot in self.slots.values():
+            if slot.trial.name in to_stop and not slot.stop_sent:
+                slot.process.send_signal(signal.SIGTERM)
+                slot.stop_sent = True
+                self.store.request_stop(slot.trial.id)
+                self.log(f"trial {slot.trial.name}: hyperband stop")
+
+    def reap_orphans(self) -> list[str]:
+        """Active trials whose controller is gone (kill -9, power loss): mark interrupted so they are retried."""
+        reaped = []
+        for trial in self.store.trials(self.sweep.id, ACTIVE):
+            if trial.owner == self.owner or _owner_alive(self.store, trial.owner):
+                continue
+            if trial.pid and trial.owner and trial.owner.rpartition(":")[0] == socket.gethostname():
+                _signal_quietly(trial.pid, signal.SIGINT)
+            if self.store.end_trial(trial.id, "interrupted", error=f"controller {trial.owner} died"):
+                reaped.append(trial.name)
+        return reaped
+
+    # --- the loop --------------------------------------------------------------------------------
+    def _request_shutdown(self, *_):
+        self._shutdown = True
+
+    def run(self) -> Outcome:
+        outcome = Outcome(self.sweep.id)
+        old = {s: signal.signal(s, self._request_shutdown) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            reaped = self.reap_orphans()
+            if reaped:
+                self.log(f"interrupted by a dead controller, will be retried: {', '.join(reaped)}")
+            exhausted = False
+            while True:
+                self.store.heartbeat(self.owner)
+                self._collect()
+                if self._shutdown:
+                    outcome.reason = outcome.reason or "interrupted by signal"
+                    self._stop_all(signal.SIGINT)
+                    break
+                while not exhausted and len(self.slots) < self.agents and (self.count is None or len(outcome.launched) < self.count):
+                    trial, why = self.claim()
+                    if trial is None:
+                        exhausted, outcome.reason = True, why
+                        break
+                    self.slots[trial.id] = self.launch(trial)
+                    outcome.launched.append(trial.name)
+                if not self.slots:
+                    outcome.reason = outcome.reason or f"count {self.count} reached"
+                    break
+                self._hyperband()
+                time.sleep(self.poll_s)
+        finally:
+            for s, handler in old.items():
+                signal.signal(s, handler)
+        return outcome
+
+    def _stop_all(self, sig: int, grace_s: float = 30.0) -> None:
+        for slot in self.slots.values():
+            _signal_quietly(slot.process.pid, sig)
+        deadline = time.time() + grace_s
+        for slot in self.slots.values():
+            try:
+                slot.process.wait(max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                slot.process.kill()
+        self._collect()
+
+
+def _signal_quietly(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def open_store(home: Path) -> Store:
+    return Store(paths.store_path(home))

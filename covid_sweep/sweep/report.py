@@ -1,0 +1,41 @@
+"""The trial table of a sweep (rich), best trial first."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from rich.table import Table
+
+from covid_sweep.sweep.store import Store, Sweep, Trial
+
+
+def ranked(trials: list[Trial], goal: str) -> list[Trial]:
+    """Trials with a metric first, best first; the rest after, in launch order."""
+    scored = [t for t in trials if t.best is not None]
+    unscored = [t for t in trials if t.best is None]
+    return sorted(scored, key=lambda t: t.best, reverse=goal == "maximize") + unscored
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def status_table(store: Store, sweep: Sweep) -> Table:
+    trials = store.trials(sweep.id)
+    states = Counter(t.state for t in trials)
+    cap = sweep.config.get("run_cap")
+    progress = f"{sum(1 for t in trials if t.retry_of is None)}{f'/{cap}' if cap else ''} trials; " + ", ".join(
+        f"{n} {s}" for s, n in sorted(states.items()))
+    table = Table(title=f"sweep {sweep.id} ({sweep.name}, {sweep.config['method']}): {progress}")
+    params = list(sweep.config.get("parameters", {}))
+    varying = [p for p in params if "value" not in sweep.config["parameters"][p]]
+    for column in ["trial", "state", f"best {sweep.metric}", "epochs", *varying]:
+        table.add_column(column)
+    promoted = store.alias(sweep.id, "best")
+    for trial in ranked(trials, sweep.goal):
+        name = trial.name + (" [best]" if trial.id == promoted else "")
+        table.add_row(name, trial.state, _fmt(trial.best) if trial.best is not None else "-", str(trial.epochs),
+                      *(_fmt(trial.params.get(p, "")) for p in varying))
+    return table

@@ -1,0 +1,80 @@
+"""Sweep YAMLs: W&B's own schema (the `sweeps` package) plus a check that every value is a valid TrialConfig value."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from covid_sweep.config import ConfigError, METRIC_GOALS, TrialConfig, build_config
+from covid_sweep.errors import UserError
+
+with warnings.catch_warnings():
+    # sweeps 0.3.0 emits pydantic deprecation warnings on import
+    warnings.simplefilter("ignore")
+    import sweeps
+
+
+class SweepSpecError(UserError, ValueError):
+    """A sweep YAML that W&B or TrialConfig would reject; the message names the file and parameter."""
+
+
+def load_yaml(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise SweepSpecError(f"{path}: sweep file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SweepSpecError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise SweepSpecError(f"{path}: a sweep config must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def _candidate_values(spec: dict) -> list[Any]:
+    """Values a parameter can take that TrialConfig must accept: listed values, or a range's ends."""
+    if "value" in spec:
+        return [spec["value"]]
+    if "values" in spec:
+        return list(spec["values"])
+    if "min" in spec and "max" in spec:
+        return [spec["min"], spec["max"]]
+    if "mu" in spec:
+        return [spec["mu"]]
+    return []
+
+
+def check_parameters(config: dict, source: str) -> None:
+    fields = TrialConfig.model_fields
+    for name, spec in config.get("parameters", {}).items():
+        if name not in fields:
+            raise SweepSpecError(f"{source}: parameter {name!r} is not a TrialConfig field (valid: {', '.join(fields)})")
+        if not isinstance(spec, dict) or "parameters" in spec:
+            raise SweepSpecError(f"{source}: parameter {name!r}: nested parameters are not supported")
+        for value in _candidate_values(spec):
+            try:
+                build_config({name: value})
+            except ConfigError as err:
+                raise SweepSpecError(f"{source}: parameter {name!r} can take {value!r}, which TrialConfig rejects: {err}") from None
+    metric = config.get("metric", {}).get("name")
+    if metric and metric not in METRIC_GOALS:
+        raise SweepSpecError(f"{source}: metric.name {metric!r} is not logged per epoch; use one of {', '.join(METRIC_GOALS)}")
+
+
+def validate(config: dict, source: str = "sweep") -> dict:
+    """Return W&B's filled-in config, or raise SweepSpecError with the schema's own messages."""
+    violations = sweeps.schema_violations_from_proposed_config(config)
+    if violations:
+        raise SweepSpecError(f"{source}: " + "; ".join(violations))
+    check_parameters(config, source)
+    filled = dict(sweeps.SweepConfig(config))
+    if filled.get("method") == "bayes" and "metric" not in filled:
+        raise SweepSpecError(f"{source}: method bayes needs a metric section")
+    return filled
+
+
+def load_spec(path: Path) -> dict:
+    return validate(load_yaml(path), source=str(path))
