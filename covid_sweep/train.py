@@ -57,7 +57,8 @@ class AugmentedImages(Dataset):
 
     def __getitem__(self, i: int):
         image = augment.apply(self.transform, self.images[i])
-        return torch.from_numpy(image), int(self.labels[i])
+        # an op-free pipeline hands back the (read-only, memory-mapped) cache row itself
+        return torch.from_numpy(np.require(image, requirements=["W", "C"])), int(self.labels[i])
 
 
 def resolve_device(config: TrialConfig) -> torch.device:

@@ -1,0 +1,90 @@
+"""Shared fixtures: isolated state/caches per test and tiny generated data sets in the competition layout."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "covid-ct"
+
+
+@pytest.fixture(autouse=True)
+def isolated_state(tmp_path, monkeypatch):
+    """Every test gets its own decoded-image cache and state folder; W&B never goes online."""
+    monkeypatch.setenv("COVID_SWEEP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("COVID_SWEEP_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("COVID_SWEEP_DATA", raising=False)
+
+
+def _slice(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    """A fake CT slice: a dark disc (body) with noise; COVID images get bright blobs (ground glass)."""
+    image = rng.normal(40, 10, (size, size)).clip(0, 255)
+    yy, xx = np.mgrid[:size, :size]
+    body = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size * 0.4) ** 2
+    image[body] += 60
+    if label:
+        for _ in range(3):
+            cy, cx = rng.integers(size // 4, 3 * size // 4, 2)
+            image[(yy - cy) ** 2 + (xx - cx) ** 2 < (size * 0.08) ** 2] = 230
+    return image.clip(0, 255).astype(np.uint8)
+
+
+def write_image(path: Path, gray: np.ndarray, kind: str) -> None:
+    """kind: gray-png, rgb-png, jpg, rgba-png."""
+    if kind == "gray-png":
+        cv2.imwrite(str(path), gray)
+    elif kind == "rgb-png":
+        cv2.imwrite(str(path), cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR))
+    elif kind == "rgba-png":
+        cv2.imwrite(str(path), cv2.cvtColor(gray, cv2.COLOR_GRAY2BGRA))
+    elif kind == "jpg":
+        cv2.imwrite(str(path), cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    else:
+        raise ValueError(kind)
+
+
+def _write_csv(path: Path, rows) -> None:
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["file_name", "COVID"])
+        writer.writerows(rows)
+
+
+def make_dataset(root: Path, n_train: int = 24, n_test: int = 8, seed: int = 0) -> Path:
+    """A competition-layout data set of mixed formats and sizes, with test_labels.csv for scoring."""
+    rng = np.random.default_rng(seed)
+    kinds = ["gray-png", "rgb-png", "jpg", "rgba-png"]
+    for split, n in (("train", n_train), ("test", n_test)):
+        (root / split).mkdir(parents=True)
+        rows = []
+        for i in range(n):
+            label = i % 2
+            kind = kinds[i % len(kinds)]
+            name = f"{i}.{'jpg' if kind == 'jpg' else 'png'}"
+            write_image(root / split / name, _slice(label, rng, int(rng.integers(40, 72))), kind)
+            rows.append((name, label))
+        if split == "train":
+            _write_csv(root / "train.csv", rows)
+        else:
+            _write_csv(root / "sample_submission.csv", [(name, 0) for name, _ in rows])
+            _write_csv(root / "test_labels.csv", rows)
+    return root
+
+
+@pytest.fixture
+def tiny_data(tmp_path) -> Path:
+    return make_dataset(tmp_path / "data")
+
+
+@pytest.fixture
+def tiny_config_values(tiny_data) -> dict:
+    """The smallest real trial: a CPU-second of training."""
+    return {"backbone": "resnet18", "input_size": 32, "epochs": 2, "batch_size": 8, "patience": 2,
+            "val_fraction": 0.25, "data_dir": str(tiny_data)}

@@ -1,0 +1,47 @@
+import albumentations as A
+import numpy as np
+import pytest
+import torch
+
+from covid_sweep import augment
+from covid_sweep.config import AUGMENT_TOGGLES, build_config
+
+EXPECTED_OP = {
+    "blur": A.Blur, "clahe": A.CLAHE, "cutout": A.CoarseDropout, "rotate": A.Rotate, "sepia": A.ToSepia,
+    "hflip": A.HorizontalFlip, "random_resized_crop": A.RandomResizedCrop,
+    "brightness_contrast": A.RandomBrightnessContrast, "gamma": A.RandomGamma,
+}
+
+
+@pytest.mark.parametrize("toggle", AUGMENT_TOGGLES)
+def test_each_toggle_adds_its_albumentations_op(toggle):
+    off = augment.train_transform(build_config({"input_size": 48}))
+    on = augment.train_transform(build_config({"input_size": 48, toggle: True}))
+    op = EXPECTED_OP[toggle]
+    assert not any(isinstance(t, op) for t in off.transforms)
+    assert any(isinstance(t, op) for t in on.transforms)
+    image = np.random.default_rng(0).integers(0, 255, (48, 48, 3), dtype=np.uint8)
+    out = augment.apply(on, image)
+    assert out.shape == (48, 48, 3) and out.dtype == np.uint8
+
+
+def test_train_ends_with_resize_to_input_size():
+    transform = augment.train_transform(build_config({"input_size": 40, "rotate": True}))
+    out = augment.apply(transform, np.zeros((70, 90, 3), np.uint8))
+    assert out.shape == (40, 40, 3)
+
+
+def test_eval_has_no_random_op():
+    every = {t: True for t in AUGMENT_TOGGLES}
+    transform = augment.eval_transform(build_config({"input_size": 40, **every}))
+    assert [type(t) for t in transform.transforms] == [A.Resize]
+    image = np.random.default_rng(1).integers(0, 255, (60, 60, 3), dtype=np.uint8)
+    assert np.array_equal(augment.apply(transform, image), augment.apply(transform, image))
+
+
+def test_model_input_is_normalised_nchw():
+    batch = torch.full((2, 8, 8, 3), 255, dtype=torch.uint8)
+    x = augment.to_model_input(batch)
+    assert x.shape == (2, 3, 8, 8) and x.dtype == torch.float32
+    expected = (1 - torch.tensor(augment.MEAN)) / torch.tensor(augment.STD)
+    assert torch.allclose(x[0, :, 0, 0], expected)

@@ -1,0 +1,38 @@
+import time
+
+import pytest
+import torch
+
+from covid_sweep.models import BACKBONES, ModelError, build_model
+
+REQUIRED = ["vgg16", "vgg16_bn", "resnet18", "resnet50", "googlenet", "densenet121", "efficientnet_b0", "convnext_tiny"]
+
+
+def test_required_backbones_are_offered():
+    assert set(REQUIRED) <= set(BACKBONES)
+
+
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_every_backbone_has_a_two_class_head(name):
+    model = build_model(name, pretrained=False).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 64, 64))
+    assert out.shape == (2, 2)
+
+
+def test_unknown_backbone():
+    with pytest.raises(ModelError, match="unknown backbone 'lenet'"):
+        build_model("lenet")
+
+
+def test_pretrained_without_network_fails_fast_with_a_clear_message(tmp_path, monkeypatch):
+    # an empty weight cache and a proxy that refuses connections: the real download path, offline
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    started = time.monotonic()
+    with pytest.raises(ModelError) as err:
+        build_model("resnet18", pretrained=True)
+    assert time.monotonic() - started < 60
+    message = str(err.value)
+    assert "resnet18" in message and "download.pytorch.org" in message and "pretrained=false" in message

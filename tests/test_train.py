@@ -1,0 +1,93 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from covid_sweep.config import build_config
+from covid_sweep.data import cached_images, load_split
+from covid_sweep.models import build_model
+from covid_sweep.train import TrainingError, fit
+
+
+@pytest.fixture
+def arrays(tiny_data):
+    split = load_split(tiny_data, "train")
+    images = np.asarray(cached_images(split, 32))
+    labels = np.asarray(split.labels)
+    return images[:16], labels[:16], images[16:], labels[16:]
+
+
+
+def test_history_has_every_metric_each_epoch(arrays):
+    seen = []
+    config = build_config({"backbone": "resnet18", "input_size": 32, "epochs": 2, "batch_size": 8})
+    result = fit(config, build_model("resnet18"), *arrays, on_epoch=seen.append, progress=False)
+    assert [r["epoch"] for r in result.history] == [1, 2] and seen == result.history
+    for record in result.history:
+        for key in ("train_loss", "val_loss", "val_acc", "val_auc", "val_f1", "val_sensitivity", "val_specificity", "lr"):
+            assert key in record and math.isfinite(record[key])
+    assert result.best["epoch"] == result.best_epoch
+    assert result.val_probs.shape == (8,) and set(result.best_state) == set(build_model("resnet18").state_dict())
+
+
+def test_early_stop_after_patience_epochs_without_improvement(arrays):
+    # a learning rate too small to move anything: val_loss never improves after epoch 1
+    config = build_config({"backbone": "resnet18", "input_size": 32, "epochs": 10, "batch_size": 8,
+                           "patience": 2, "monitor": "val_loss", "lr": 1e-12, "scheduler": "none"})
+    result = fit(config, build_model("resnet18"), *arrays, progress=False)
+    assert len(result.history) == 3 and result.best_epoch == 1
+
+
+def test_stop_request_ends_cleanly_and_keeps_history(arrays):
+    calls = {"n": 0}
+
+    def should_stop():
+        calls["n"] += 1
+        return calls["n"] > 3  # two batches per epoch: stop inside epoch 2
+
+    config = build_config({"backbone": "resnet18", "input_size": 32, "epochs": 5, "batch_size": 8})
+    result = fit(config, build_model("resnet18"), *arrays, should_stop=should_stop, progress=False)
+    assert result.stopped and len(result.history) == 1
+
+
+class NaNNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        return (x.mean(dim=(1, 2, 3))[:, None] * self.w).repeat(1, 2) * float("nan")
+
+
+def test_nan_loss_is_a_training_error(arrays):
+    config = build_config({"backbone": "resnet18", "input_size": 32, "epochs": 2, "batch_size": 8})
+    with pytest.raises(TrainingError, match="training loss became nan at epoch 1"):
+        fit(config, NaNNet(), *arrays, progress=False)
+
+
+@pytest.mark.parametrize("knobs", [
+    {"label_smoothing": 0.1}, {"mixup": 1.0}, {"ema": 0.9}, {"warmup_epochs": 1}, {"scheduler": "onecycle"},
+    {"optimizer": "sgd"}, {"optimizer": "adam"},
+    {"random_resized_crop": True, "brightness_contrast": True, "gamma": True, "cutout": True, "clahe": True},
+])
+def test_recipe_knobs_train(arrays, knobs):
+    config = build_config({"backbone": "resnet18", "input_size": 32, "epochs": 2, "batch_size": 8, **knobs})
+    result = fit(config, build_model("resnet18"), *arrays, progress=False)
+    assert len(result.history) == 2 and all(math.isfinite(r["train_loss"]) for r in result.history)
+
+
+def test_warmup_ramps_the_learning_rate(arrays):
+    config = build_config({"backbone": "resnet18", "input_size": 32, "epochs": 3, "batch_size": 8,
+                           "warmup_epochs": 2, "lr": 1e-3, "patience": 5})
+    lrs = [r["lr"] for r in fit(config, build_model("resnet18"), *arrays, progress=False).history]
+    assert lrs[0] < lrs[1] <= 1e-3
+
+
+def test_ema_model_is_what_gets_scored(arrays):
+    plain = fit(build_config({"backbone": "resnet18", "input_size": 32, "epochs": 1, "batch_size": 8}),
+                build_model("resnet18"), *arrays, progress=False)
+    smoothed = fit(build_config({"backbone": "resnet18", "input_size": 32, "epochs": 1, "batch_size": 8, "ema": 0.5}),
+                   build_model("resnet18"), *arrays, progress=False)
+    assert not np.allclose(plain.val_probs, smoothed.val_probs)
