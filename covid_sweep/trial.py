@@ -49,6 +49,8 @@ def run_trial(
     trial_name: str | None = None,
 ) -> TrialResult:
     data_dir = data_dir_for(config)
+    # the artifact records where its data came from, also when it came from the environment
+    config = config.model_copy(update={"data_dir": data_dir})
     train = load_split(data_dir, "train")
     images = cached_images(train, config.input_size)
     labels = np.asarray(train.labels)

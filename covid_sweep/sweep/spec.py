@@ -15,6 +15,7 @@ with warnings.catch_warnings():
     # sweeps 0.3.0 emits pydantic deprecation warnings on import
     warnings.simplefilter("ignore")
     import sweeps
+    from sweeps.config.cfg import validator as _schema_validator
 
 
 class SweepSpecError(UserError, ValueError):
@@ -64,9 +65,18 @@ def check_parameters(config: dict, source: str) -> None:
         raise SweepSpecError(f"{source}: metric.name {metric!r} is not logged per epoch; use one of {', '.join(METRIC_GOALS)}")
 
 
+def schema_violations(config: dict) -> list[str]:
+    """W&B's own messages, each prefixed with where in the YAML it applies."""
+    located = {}
+    for error in _schema_validator.iter_errors(config):
+        where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+        located[error.message] = f"{where}: {error.message}"
+    return [located.get(m, m) for m in sweeps.schema_violations_from_proposed_config(config)]
+
+
 def validate(config: dict, source: str = "sweep") -> dict:
     """Return W&B's filled-in config, or raise SweepSpecError with the schema's own messages."""
-    violations = sweeps.schema_violations_from_proposed_config(config)
+    violations = schema_violations(config)
     if violations:
         raise SweepSpecError(f"{source}: " + "; ".join(violations))
     check_parameters(config, source)

@@ -1,0 +1,44 @@
+"""A cheap stand-in for a trial process, speaking the embedded protocol (store + signals) for real.
+
+Params: quality (metric level), epochs, crash_at (epoch at which the process dies), epoch_s.
+The metric climbs towards `quality`, so a low-quality trial lags the others at every epoch.
+"""
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from covid_sweep.sweep.child import TrialProcess
+from covid_sweep.sweep.store import Store
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--store", type=Path)
+    parser.add_argument("--trial", type=int)
+    parser.add_argument("--home", type=Path)
+    args = parser.parse_args()
+    store = Store(args.store)
+    trial = store.trial(args.trial)
+    process = TrialProcess(store, trial, store.sweep(trial.sweep_id))
+    process.start()
+    params = trial.params
+    quality = float(params.get("quality", 0.5))
+    for epoch in range(1, int(params.get("epochs", 4)) + 1):
+        deadline = time.time() + float(params.get("epoch_s", 0.3))
+        while time.time() < deadline:
+            if process.should_stop():
+                process.end(loop_stopped=True, artifact=None)
+                return 0
+            time.sleep(0.02)
+        if params.get("crash_at") == epoch:
+            os._exit(3)  # like a CUDA OOM or a segfault: no goodbye
+        process.on_epoch({"epoch": epoch, "val_auc": quality * (1 - 0.5 ** epoch)})
+    process.end(loop_stopped=False, artifact=None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""The embedded controller with cheap fake trials: real subprocesses, real store, real W&B engine."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from covid_sweep.cli import main
+from covid_sweep.sweep.controller import Controller, new_sweep
+from covid_sweep.sweep.store import Store
+
+HERE = Path(__file__).parent
+FAKE_TRIAL = (sys.executable, str(HERE / "fake_trial.py"))
+METRIC = {"name": "val_auc", "goal": "maximize"}
+
+
+@pytest.fixture
+def store(tmp_path):
+    return Store(tmp_path / "home" / "sweeps.db")
+
+
+def run_controller(store, sweep, tmp_path, **kwargs):
+    controller = Controller(store, sweep, tmp_path / "home", trial_argv=FAKE_TRIAL, poll_s=0.05,
+                            log=lambda *_: None, **kwargs)
+    return controller.run()
+
+
+def by_state(store, sweep_id):
+    states = {}
+    for trial in store.trials(sweep_id):
+        states.setdefault(trial.state, []).append(trial)
+    return states
+
+
+def wait_for(condition, timeout=30.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_bayes_sweep_runs_to_run_cap_and_keeps_every_epoch(store, tmp_path):
+    config = {"method": "bayes", "metric": METRIC, "run_cap": 5,
+              "parameters": {"quality": {"min": 0.1, "max": 0.9}, "epochs": {"value": 3}, "epoch_s": {"value": 0.05}}}
+    sweep = new_sweep(store, config, "t.yaml", None, seed=3)
+    outcome = run_controller(store, sweep, tmp_path)
+    assert outcome.reason == "run_cap 5 reached" and len(outcome.launched) == 5
+    trials = store.trials(sweep.id)
+    assert [t.state for t in trials] == ["finished"] * 5
+    for trial in trials:
+        history = store.history(trial.id)
+        assert [h["epoch"] for h in history] == [1, 2, 3]
+        assert trial.best == pytest.approx(max(h["val_auc"] for h in history))
+    assert len({t.params["quality"] for t in trials}) == 5
+
+
+def test_hyperband_stops_the_trial_that_lags(store, tmp_path):
+    config = {"method": "grid", "metric": METRIC,
+              "early_terminate": {"type": "hyperband", "min_iter": 2, "eta": 2},
+              "parameters": {"quality": {"values": [0.9, 0.85, 0.8, 0.1]}, "epochs": {"value": 8},
+                             "epoch_s": {"value": 0.4}}}
+    sweep = new_sweep(store, config, "t.yaml", None, seed=0)
+    run_controller(store, sweep, tmp_path, agents=4)
+    trials = {t.params["quality"]: t for t in store.trials(sweep.id)}
+    laggard, leader = trials[0.1], trials[0.9]
+    assert laggard.state == "stopped" and laggard.stop_requested and laggard.epochs < 8
+    assert leader.state == "finished" and leader.epochs == 8
+    # what it logged before the stop is kept
+    assert len(store.history(laggard.id)) == laggard.epochs >= 2
+
+
+def test_crashing_trial_fails_alone_and_the_sweep_goes_on(store, tmp_path):
+    config = {"method": "grid", "metric": METRIC,
+              "parameters": {"quality": {"values": [0.5, 0.7]}, "crash_at": {"values": [0, 2]},
+                             "epochs": {"value": 3}, "epoch_s": {"value": 0.05}}}
+    sweep = new_sweep(store, config, "t.yaml", None, seed=0)
+    outcome = run_controller(store, sweep, tmp_path, agents=2)
+    assert outcome.reason == "search space exhausted" and len(outcome.launched) == 4
+    states = by_state(store, sweep.id)
+    assert len(states["finished"]) == 2 and len(states["failed"]) == 2
+    for trial in states["failed"]:
+        assert trial.params["crash_at"] == 2 and "exited with 3" in trial.error
+        assert len(store.history(trial.id)) == 1  # epoch 1 was logged before the crash
+
+
+def test_metric_target_ends_the_sweep(store, tmp_path):
+    config = {"method": "random", "metric": {**METRIC, "target": 0.3},
+              "parameters": {"quality": {"values": [0.8]}, "epochs": {"value": 2}, "epoch_s": {"value": 0.05}}}
+    sweep = new_sweep(store, config, "t.yaml", None, seed=0)
+    outcome = run_controller(store, sweep, tmp_path, count=10)
+    assert outcome.reason == "metric.target 0.3 reached" and len(outcome.launched) == 1
+
+
+def _start_controller(store, sweep, tmp_path, agents=1):
+    return subprocess.Popen([sys.executable, str(HERE / "run_fake_controller.py"), str(store.path), sweep.id,
+                             str(tmp_path / "home"), str(agents)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def test_two_concurrent_agents_never_get_the_same_params(store, tmp_path):
+    config = {"method": "grid", "metric": METRIC,
+              "parameters": {"quality": {"values": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]},
+                             "epochs": {"value": 2}, "epoch_s": {"value": 0.1}}}
+    sweep = new_sweep(store, config, "t.yaml", None, seed=0)
+    agents = [_start_controller(store, sweep, tmp_path, agents=2) for _ in range(2)]
+    outputs = [a.communicate(timeout=120)[0] for a in agents]
+    assert all(a.returncode == 0 for a in agents), outputs
+    trials = store.trials(sweep.id)
+    qualities = [t.params["quality"] for t in trials]
+    assert sorted(qualities) == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]  # each once, none twice
+    assert {t.owner for t in trials} == {f"{socket.gethostname()}:{a.pid}" for a in agents}  # both did work
+    assert all(t.state == "finished" for t in trials)
+
+
+def test_kill_9_then_resume_loses_nothing_and_reruns_nothing(store, tmp_path):
+    config = {"method": "random", "metric": METRIC, "run_cap": 3,
+              "parameters": {"quality": {"min": 0.1, "max": 0.9}, "epochs": {"value": 4}, "epoch_s": {"value": 0.4}}}
+    sweep = new_sweep(store, config, "t.yaml", None, seed=5)
+    controller = _start_controller(store, sweep, tmp_path)
+    # wait for trial 1 finished and trial 2 part-way through
+    assert wait_for(lambda: any(t.state == "finished" for t in store.trials(sweep.id))
+                    and any(t.state == "running" and t.epochs >= 1 for t in store.trials(sweep.id)))
+    controller.send_signal(signal.SIGKILL)
+    controller.wait()
+    first, second = store.trials(sweep.id)[:2]
+    epochs_logged = len(store.history(second.id))
+    # the orphaned trial notices its controller is gone and marks itself interrupted
+    assert wait_for(lambda: store.trial(second.id).state == "interrupted", timeout=10)
+    assert len(store.history(second.id)) >= epochs_logged >= 1  # nothing already logged is lost
+
+    outcome = run_controller(store, sweep, tmp_path)
+    trials = store.trials(sweep.id)
+    assert outcome.reason == "run_cap 3 reached"
+    assert store.trial(first.id).state == "finished"
+    assert not any(t.retry_of == first.id for t in trials)  # a finished trial is never run again
+    retries = [t for t in trials if t.retry_of == second.id]
+    assert len(retries) == 1 and retries[0].params == second.params and retries[0].state == "finished"
+    assert len([t for t in trials if t.retry_of is None]) == 3
+
+
+def test_resume_reaps_trials_of_a_dead_controller(store, tmp_path):
+    config = {"method": "random", "metric": METRIC, "run_cap": 1,
+              "parameters": {"quality": {"values": [0.4]}, "epochs": {"value": 1}, "epoch_s": {"value": 0.05}}}
+    sweep = new_sweep(store, config, "t.yaml", None, seed=0)
+    dead = store.add_trial(sweep.id, f"{sweep.id}-001", {"quality": 0.4, "epochs": 1, "epoch_s": 0.05},
+                           owner=f"{socket.gethostname()}:{2**22 + 12345}")
+    store.mark_running(dead.id, pid=2**22 + 12346)
+    run_controller(store, sweep, tmp_path)
+    assert store.trial(dead.id).state == "interrupted" and "died" in store.trial(dead.id).error
+    retry = [t for t in store.trials(sweep.id) if t.retry_of == dead.id]
+    assert len(retry) == 1 and retry[0].state == "finished"
+
+
+def test_status_cli_sorts_by_metric(store, tmp_path):
+    config = {"method": "grid", "metric": METRIC,
+              "parameters": {"quality": {"values": [0.3, 0.9, 0.6]}, "epochs": {"value": 1}, "epoch_s": {"value": 0.05}}}
+    sweep = new_sweep(store, config, "t.yaml", None, seed=0)
+    run_controller(store, sweep, tmp_path)
+    result = CliRunner().invoke(main, ["status", sweep.id, "--home", str(tmp_path / "home")])
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if f"{sweep.id}-0" in line]
+    assert [r.split("│")[-2].strip() for r in rows] == ["0.9", "0.6", "0.3"]
+    assert "3 trials; 3 finished" in result.output
+    missing = CliRunner().invoke(main, ["status", "nope", "--home", str(tmp_path / "home")])
+    assert missing.exit_code == 1 and "no sweep 'nope'" in missing.output
