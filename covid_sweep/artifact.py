@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from covid_sweep import __version__
 from covid_sweep.config import TrialConfig, build_config
 from covid_sweep.data import CLASS_NAMES
-from covid_sweep.models import build_model
+from covid_sweep.models import build_for_folds
 
 WEIGHTS = "model.safetensors"
 FILES = (WEIGHTS, "config.json", "metrics.json", "metadata.json")
@@ -87,7 +87,7 @@ def load_artifact(path: Path, device: str | torch.device = "cpu") -> LoadedArtif
     if missing:
         raise ArtifactError(f"{path}: incomplete model artifact, missing {', '.join(missing)}")
     config = build_config(json.loads((path / "config.json").read_text()), source=str(path / "config.json"))
-    model = build_model(config.backbone, pretrained=False)
+    model = build_for_folds(config.backbone, False, config.folds)
     model.load_state_dict(load_file(str(path / WEIGHTS), device=str(device)))
     model.to(device).eval()
     return LoadedArtifact(path=path, config=config, model=model,

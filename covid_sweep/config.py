@@ -65,6 +65,8 @@ class TrialConfig(BaseModel):
     ema: float = Field(0.0, ge=0, lt=1, description="EMA decay of weights; 0 = off")
     seed: int = Field(0, ge=0)
     val_fraction: float = Field(0.2, gt=0, lt=0.9)
+    folds: int = Field(1, ge=1, le=20, description="K-fold cross-validation: K>1 trains K models (an ensemble); "
+                                                   "1 = one stratified holdout of val_fraction")
     amp: bool = True
     num_workers: int = Field(0, ge=0, le=64)
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import cv2
 import numpy as np
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedKFold, train_test_split
 
 LABEL_COLUMN = "COVID"
 ID_COLUMN = "file_name"
@@ -140,6 +140,15 @@ def stratified_split(labels: list[int] | tuple[int, ...], val_fraction: float, s
     except ValueError as err:
         raise DataError(f"train.csv: cannot split {len(labels)} images with val_fraction={val_fraction}: {err}") from None
     return np.sort(train_idx), np.sort(val_idx)
+
+
+def stratified_folds(labels: list[int] | tuple[int, ...], folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """K (train, val) index pairs; every image is in exactly one val fold; same seed, same folds."""
+    counts = [list(labels).count(c) for c in (0, 1)]
+    if min(counts) < folds:
+        raise DataError(f"train.csv: {folds}-fold cross-validation needs at least {folds} images of each class (has {counts})")
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(len(labels)), list(labels)))
 
 
 def fingerprint(split: Split) -> str:

@@ -98,6 +98,29 @@ def build_model(name: str, pretrained: bool = False) -> nn.Module:
     return model
 
 
+class Ensemble(nn.Module):
+    """K fold models predicting the mean probability.
+
+    It returns log(mean softmax) as logits, so softmax of its output is exactly the mean probability
+    and everything that consumes a single model's logits consumes an ensemble unchanged.
+    """
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = torch.stack([torch.softmax(m(x).float(), dim=1) for m in self.members]).mean(dim=0)
+        return torch.log(probs.clamp_min(1e-12))
+
+
+def build_for_folds(name: str, pretrained: bool, folds: int) -> nn.Module:
+    """One model, or an Ensemble of `folds` models for a K-fold trial."""
+    if folds <= 1:
+        return build_model(name, pretrained)
+    return Ensemble([build_model(name, pretrained) for _ in range(folds)])
+
+
 def prefetch_weights(names: Iterable[str]) -> list[str]:
     """Download torchvision ImageNet weights into TORCH_HOME so later trials never download."""
     fetched = []

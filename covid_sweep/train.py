@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from covid_sweep.errors import UserError
 
-import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -152,6 +151,37 @@ def _improved(value: float, best: float | None, goal: str) -> bool:
     return value < best if goal == "minimize" else value > best
 
 
+class FoldRun:
+    """One model being trained on one train/val split: its optimizer, schedule, EMA and best state."""
+
+    def __init__(self, config: TrialConfig, model: nn.Module, split: tuple, device: torch.device):
+        train_images, train_labels, val_images, val_labels = split
+        self.model = model.to(device).to(memory_format=torch.channels_last)
+        self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
+                    if config.ema > 0 else None)
+        self.loader = train_loader(config, train_images, train_labels, device)
+        self.optimizer = _optimizer(config, self.model)
+        self.scheduler = _scheduler(config, self.optimizer, len(self.loader))
+        self.val_images = np.ascontiguousarray(val_images)
+        self.val_labels = np.asarray(val_labels)
+        self.best_state: dict | None = None
+        self.best_probs: np.ndarray | None = None
+        self.probs: np.ndarray | None = None
+
+    @property
+    def scored(self) -> nn.Module:
+        """What is evaluated and kept: the EMA weights when EMA is on."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def keep_best(self) -> None:
+        self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.scored.state_dict().items()}
+        self.best_probs = self.probs
+
+
+def _mean_records(records: list[dict]) -> dict:
+    return {k: float(np.nanmean([r[k] for r in records])) for k in records[0]}
+
+
 def fit(
     config: TrialConfig,
     model: nn.Module,
@@ -163,36 +193,53 @@ def fit(
     should_stop: Callable[[], bool] = lambda: False,
     progress: bool = True,
 ) -> FitResult:
+    """Train one model on one train/val split."""
+    return fit_folds(config, [model], [(train_images, train_labels, val_images, val_labels)],
+                     on_epoch=on_epoch, should_stop=should_stop, progress=progress)
+
+
+def fit_folds(
+    config: TrialConfig,
+    models: list[nn.Module],
+    splits: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+    on_epoch: EpochCallback | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    progress: bool = True,
+) -> FitResult:
+    """Train one model per split in lockstep, one epoch of each at a time.
+
+    Each epoch's record holds the mean of the folds' validation metrics, so a K-fold trial still logs
+    the sweep metric exactly once per epoch (hyperband counts epochs) and early-stops on the mean.
+    Every fold keeps its weights from the epoch with the best mean: together they are the ensemble.
+    """
     torch.manual_seed(config.seed)
     device = resolve_device(config)
-    model = model.to(device).to(memory_format=torch.channels_last)
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True) if config.ema > 0 else None
-    loader = train_loader(config, train_images, train_labels, device)
-    optimizer = _optimizer(config, model)
-    scheduler = _scheduler(config, optimizer, len(loader))
+    folds = [FoldRun(config, model, split, device) for model, split in zip(models, splits)]
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     mixer = _mixer(config)
-    val_images = np.ascontiguousarray(val_images)
 
     history: list[dict] = []
-    best, best_epoch, best_state, best_probs, bad_epochs = None, 0, None, None, 0
-    stopped = False
+    best, best_epoch, bad_epochs, stopped = None, 0, 0, False
     epochs = tqdm(range(1, config.epochs + 1), desc=f"{config.backbone}", unit="epoch", disable=not progress, leave=False)
     try:
         for epoch in epochs:
             started = time.perf_counter()
-            train_loss = _train_one_epoch(model, ema, loader, optimizer, scheduler, loss_fn, mixer, config, device, should_stop)
-            if not math.isfinite(train_loss):
-                raise TrainingError(f"training loss became {train_loss} at epoch {epoch}; try a lower lr (now {config.lr})")
-            scored = ema.module if ema is not None else model
-            metrics, probs = _evaluate(scored, val_images, val_labels, config, device)
-            record = {"epoch": epoch, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"],
-                      **metrics, "epoch_time": time.perf_counter() - started}
+            records = []
+            for fold in folds:
+                train_loss = _train_one_epoch(fold.model, fold.ema, fold.loader, fold.optimizer, fold.scheduler,
+                                              loss_fn, mixer, config, device, should_stop)
+                if not math.isfinite(train_loss):
+                    raise TrainingError(f"training loss became {train_loss} at epoch {epoch}; try a lower lr (now {config.lr})")
+                metrics, fold.probs = _evaluate(fold.scored, fold.val_images, fold.val_labels, config, device)
+                records.append({"train_loss": train_loss, **metrics})
+            record = {"epoch": epoch, **_mean_records(records), "lr": folds[0].optimizer.param_groups[0]["lr"],
+                      "epoch_time": time.perf_counter() - started}
             history.append(record)
             value = record[config.monitor]
             if _improved(value, best, config.monitor_goal):
-                best, best_epoch, bad_epochs, best_probs = value, epoch, 0, probs
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in scored.state_dict().items()}
+                best, best_epoch, bad_epochs = value, epoch, 0
+                for fold in folds:
+                    fold.keep_best()
             else:
                 bad_epochs += 1
             if on_epoch:
@@ -202,13 +249,20 @@ def fit(
                 break
     except StopRequested:
         stopped = True
-    if best_state is None:
-        # stopped or NaN-free but never scored (stopped inside epoch 1): keep what we have
-        best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-        best_probs = np.full(len(val_labels), np.nan)
+    for fold in folds:
+        if fold.best_state is None:
+            # stopped before the first epoch was scored: keep the weights as they are
+            fold.keep_best()
+            fold.best_probs = np.full(len(fold.val_labels), np.nan)
     best_record = next((h for h in history if h["epoch"] == best_epoch), {})
-    return FitResult(history=history, best_epoch=best_epoch, best=best_record, best_state=best_state,
-                     val_labels=np.asarray(val_labels), val_probs=best_probs, stopped=stopped)
+    if len(folds) == 1:
+        state = folds[0].best_state
+    else:
+        state = {f"members.{i}.{k}": v for i, fold in enumerate(folds) for k, v in fold.best_state.items()}
+    # out-of-fold predictions: with K folds every training image is scored once, by the model that never saw it
+    return FitResult(history=history, best_epoch=best_epoch, best=best_record, best_state=state,
+                     val_labels=np.concatenate([f.val_labels for f in folds]),
+                     val_probs=np.concatenate([f.best_probs for f in folds]), stopped=stopped)
 
 
 def _train_one_epoch(model, ema, loader, optimizer, scheduler, loss_fn, mixer, config, device, should_stop) -> float:

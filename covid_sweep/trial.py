@@ -12,11 +12,11 @@ import numpy as np
 from covid_sweep import augment
 from covid_sweep.artifact import write_artifact
 from covid_sweep.config import ConfigError, TrialConfig
-from covid_sweep.data import cached_images, fingerprint, load_split, stratified_split
+from covid_sweep.data import cached_images, fingerprint, load_split, stratified_folds, stratified_split
 from covid_sweep.metrics import binary_metrics, choose_threshold
 from covid_sweep.models import build_model
 from covid_sweep.tracking import Tracker
-from covid_sweep.train import fit
+from covid_sweep.train import fit_folds
 
 DATA_ENV = "COVID_SWEEP_DATA"
 
@@ -54,8 +54,12 @@ def run_trial(
     train = load_split(data_dir, "train")
     images = cached_images(train, config.input_size)
     labels = np.asarray(train.labels)
-    train_idx, val_idx = stratified_split(labels, config.val_fraction, config.seed)
-    model = build_model(config.backbone, config.pretrained)
+    if config.folds > 1:
+        index_pairs = stratified_folds(labels, config.folds, config.seed)
+    else:
+        index_pairs = [stratified_split(labels, config.val_fraction, config.seed)]
+    splits = [(images[t], labels[t], images[v], labels[v]) for t, v in index_pairs]
+    models = [build_model(config.backbone, config.pretrained) for _ in splits]
 
     def epoch_done(record: dict) -> None:
         if tracker:
@@ -63,8 +67,7 @@ def run_trial(
         if on_epoch:
             on_epoch(record)
 
-    result = fit(config, model, images[train_idx], labels[train_idx], images[val_idx], labels[val_idx],
-                 on_epoch=epoch_done, should_stop=should_stop, progress=progress)
+    result = fit_folds(config, models, splits, on_epoch=epoch_done, should_stop=should_stop, progress=progress)
     state = "stopped" if result.stopped else "finished"
     if not result.history:
         return TrialResult(state=state, artifact=None, best={}, best_epoch=0, epochs_run=0, threshold=0.5)
@@ -75,7 +78,9 @@ def run_trial(
                "best": result.best, "threshold": threshold, **at_threshold, "state": state, "history": result.history}
     metadata = {"trial": trial_name, "preprocessing": augment.preprocessing_spec(config.input_size),
                 "data_fingerprint": fingerprint(train), "data_dir": str(data_dir),
-                "val_split": {"val_fraction": config.val_fraction, "seed": config.seed, "n_val": len(val_idx)}}
+                "validation": {"folds": config.folds, "val_fraction": None if config.folds > 1 else config.val_fraction,
+                               "seed": config.seed, "n_val": int(sum(len(v) for _, v in index_pairs)),
+                               "threshold_from": "out-of-fold predictions" if config.folds > 1 else "holdout"}}
     path = write_artifact(Path(artifact_dir), result.best_state, config, metrics, metadata)
     if tracker:
         tracker.summarize(result.best, config.monitor, {"threshold": threshold, "epochs_run": len(result.history)})

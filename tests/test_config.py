@@ -21,7 +21,7 @@ AGENT_ARGS = [
     "--batch_size=16", "--blur=True", "--clahe=false", "--cutout=1", "--rotate=0", "--sepia=True",
     "--hflip=False", "--random_resized_crop=true", "--brightness_contrast=False", "--gamma=True",
     "--label_smoothing=0.1", "--mixup=0.5", "--warmup_epochs=2", "--ema=0.999", "--seed=7",
-    "--val_fraction=0.25", "--amp=False", "--num_workers=2", "--device=cpu", "--data_dir=/mnt/data",
+    "--val_fraction=0.25", "--folds=3", "--amp=False", "--num_workers=2", "--device=cpu", "--data_dir=/mnt/data",
 ]
 
 

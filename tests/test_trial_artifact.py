@@ -102,3 +102,30 @@ def test_train_cli_bad_value_is_one_clear_line(tiny_data):
     assert result.exit_code == 1
     assert result.output.startswith("Error: TrialConfig: lr: Input should be greater than 0")
     assert "Traceback" not in result.output
+
+
+def test_k_fold_trial_is_an_ensemble_of_its_folds(tiny_config_values, tmp_path):
+    from covid_sweep.models import Ensemble
+
+    config = build_config({**tiny_config_values, "folds": 3})
+    records = []
+    result = run_trial(config, tmp_path / "ens", on_epoch=records.append, progress=False)
+    assert [r["epoch"] for r in records] == [1, 2]  # one record per epoch: the mean over folds
+    loaded = load_artifact(result.artifact)
+    assert isinstance(loaded.model, Ensemble) and len(loaded.model.members) == 3
+    assert loaded.metadata["validation"]["n_val"] == 24  # out-of-fold: every training image scored once
+    images = decode_resized(load_split(config.data_dir, "train"), 32)
+    x = torch.from_numpy(images[:5])
+    from covid_sweep.augment import to_model_input
+
+    with torch.no_grad():
+        member_probs = torch.stack([torch.softmax(m(to_model_input(x)), 1)[:, 1] for m in loaded.model.members])
+    ensemble_probs = predict_probs(loaded.model, images[:5], 8, torch.device("cpu"))
+    assert np.allclose(ensemble_probs, member_probs.mean(0).numpy(), atol=1e-6)
+
+
+def test_k_fold_needs_enough_images_per_class(tiny_config_values, tmp_path):
+    from covid_sweep.data import DataError
+
+    with pytest.raises(DataError, match="20-fold cross-validation needs at least 20 images of each class"):
+        run_trial(build_config({**tiny_config_values, "folds": 20}), tmp_path / "m", progress=False)

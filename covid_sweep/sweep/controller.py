@@ -116,6 +116,9 @@ class Controller:
         env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
         env.setdefault("WANDB_MODE", "offline")
         env["PYTHONUNBUFFERED"] = "1"
+        if self.agents > 1 and "OMP_NUM_THREADS" not in os.environ:
+            # K trials sharing the CPU cores: oversubscribed intra-op threads slow every one of them
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.agents))
         if self.gpus:
             env["CUDA_VISIBLE_DEVICES"] = self.gpus[len(self.slots) % len(self.gpus)]
         argv = [*self.trial_argv, "--store", str(self.store.path), "--trial", str(trial.id), "--home", str(self.home)]

@@ -1,0 +1,110 @@
+"""Probabilities for a data split from a model artifact, with optional test-time augmentation (TTA),
+and the prediction job that turns them into a validated submission.
+
+TTA = the mean P(COVID) over views of each image: identity and horizontal flip (the flip training may
+use); a vertical flip is available as a view but not used by default, since no training recipe here
+ever shows the model an upside-down slice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from covid_sweep.artifact import LoadedArtifact, load_artifact
+from covid_sweep.data import decode_resized, load_split, read_label_csv
+from covid_sweep.errors import UserError
+from covid_sweep.submission import refuse_existing, write_probabilities, write_submission
+from covid_sweep.train import predict_probs
+
+VIEWS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "identity": lambda images: images,
+    "hflip": lambda images: images[:, :, ::-1],   # (N, H, W, 3): W is axis 2
+    "vflip": lambda images: images[:, ::-1],
+}
+NO_TTA: tuple[str, ...] = ("identity",)
+TTA: tuple[str, ...] = ("identity", "hflip")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    ids: tuple[str, ...]
+    probs: np.ndarray  # float32 P(COVID), in the order of ids
+    threshold: float
+    views: tuple[str, ...]
+
+    @property
+    def labels(self) -> np.ndarray:
+        """0/1 at the artifact's decision threshold (chosen on validation): prob >= threshold is COVID."""
+        return (self.probs >= self.threshold).astype(int)
+
+
+def views_for(tta: bool) -> tuple[str, ...]:
+    return TTA if tta else NO_TTA
+
+
+def prediction_device(device: str | torch.device | None = None) -> torch.device:
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("device=cuda was asked for but CUDA is not available")
+    return torch.device(device)
+
+
+def predict_images(model: torch.nn.Module, images: np.ndarray, batch_size: int, device: torch.device,
+                   views: Sequence[str] = NO_TTA) -> np.ndarray:
+    """Mean P(COVID) over `views` for uint8 images (N, H, W, 3) already at the model's input size."""
+    unknown = [v for v in views if v not in VIEWS]
+    if unknown or not views:
+        raise UserError(f"TTA views {list(views)}: choose from {', '.join(VIEWS)}")
+    total = np.zeros(len(images), dtype=np.float64)
+    for view in views:
+        # fp32 on every device: the same numbers as the exported TorchScript model
+        total += predict_probs(model, np.ascontiguousarray(VIEWS[view](images)), batch_size, device, amp=False)
+    return (total / len(views)).astype(np.float32)
+
+
+def predict_split(artifact: LoadedArtifact, data_dir: Path, split: str = "test", views: Sequence[str] = NO_TTA,
+                  device: torch.device | None = None, batch_size: int | None = None) -> Prediction:
+    """P(COVID) for every image of a split (test: the ids of sample_submission.csv, in its order)."""
+    data = load_split(Path(data_dir), split)
+    images = decode_resized(data, artifact.config.input_size)
+    device = device or next(artifact.model.parameters()).device
+    probs = predict_images(artifact.model, images, batch_size or artifact.config.batch_size, device, views)
+    return Prediction(ids=data.ids, probs=probs, threshold=artifact.threshold, views=tuple(views))
+
+
+def sample_ids(data_dir: Path) -> list[str]:
+    """The ids a submission must hold, in order, read straight from sample_submission.csv."""
+    return read_label_csv(Path(data_dir) / "sample_submission.csv", require_labels=False)[0]
+
+
+def probabilities_path(submission_path: Path) -> Path:
+    """submission.csv -> submission.probabilities.csv beside it."""
+    submission_path = Path(submission_path)
+    return submission_path.with_name(f"{submission_path.stem}.probabilities.csv")
+
+
+def write_prediction(prediction: Prediction, submission_path: Path, probs_path: Path, sample_ids: Sequence[str],
+                     force: bool = False) -> None:
+    """Validate, then write both files atomically (probabilities first: a submission never appears alone)."""
+    write_probabilities(probs_path, prediction.ids, prediction.probs, force=force)
+    write_submission(submission_path, prediction.ids, prediction.labels.tolist(), sample_ids, force=force)
+
+
+def run_predict(model_dir: Path, data_dir: Path, out: Path, tta: bool = False, force: bool = False,
+                device: str | None = None) -> tuple[Prediction, Path, Path]:
+    """The prediction job for any artifact directory: OUT (submission) + <stem>.probabilities.csv beside it."""
+    out = Path(out)
+    probs_out = probabilities_path(out)
+    for path in (out, probs_out):  # refuse before the expensive part, and again at the atomic write
+        refuse_existing(path, force)
+    device = prediction_device(device)
+    artifact = load_artifact(Path(model_dir), device=device)
+    prediction = predict_split(artifact, data_dir, "test", views_for(tta), device)
+    write_prediction(prediction, out, probs_out, sample_ids(data_dir), force=force)
+    return prediction, out, probs_out
