@@ -94,6 +94,13 @@ def refuse_existing(path: Path, force: bool) -> None:
         raise SubmissionError(f"{path}: already exists; pass --force to overwrite it")
 
 
+def umask_mode(mode: int = 0o666) -> int:
+    """`mode` less the process umask: what open() would give a new file (mkstemp/mkdtemp give 0600/0700)."""
+    current = os.umask(0)
+    os.umask(current)
+    return mode & ~current
+
+
 def write_text_atomically(path: Path, text: str, force: bool = False) -> Path:
     """Temp file in the same directory, fsync, then rename into place: a reader sees the old file or the
     whole new one. Without force an existing file is never replaced (not even one created meanwhile)."""
@@ -106,6 +113,7 @@ def write_text_atomically(path: Path, text: str, force: bool = False) -> Path:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, umask_mode())
         if force:
             os.replace(tmp, path)
         else:

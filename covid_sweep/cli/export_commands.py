@@ -1,0 +1,104 @@
+"""export-best, predict, score."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import click
+
+from covid_sweep.cli.options import data_option, home_option, resolve_data
+
+tta_option = click.option("--tta", is_flag=True,
+                          help="Test-time augmentation: mean P(COVID) over the image and its horizontal flip.")
+force_option = click.option("--force", is_flag=True, help="Overwrite existing output files.")
+
+
+def _summary(prediction) -> str:
+    positives = int(prediction.labels.sum())
+    return (f"{len(prediction.ids)} test images, {positives} predicted COVID at threshold {prediction.threshold:.4f} "
+            f"(chosen on validation); views: {' + '.join(prediction.views)}")
+
+
+@click.command("export-best")
+@click.argument("sweep")
+@data_option
+@click.option("--out", type=click.Path(path_type=Path), required=True, metavar="DIR",
+              help="Export folder (refused when not empty, unless --force).")
+@click.option("--registry", default=None, metavar="COLLECTION",
+              help="W&B registry collection to link the winner into, e.g. wandb-registry-model/covid-ct (W&B sweeps).")
+@home_option
+@tta_option
+@force_option
+def export_best(sweep, data, out, registry, home, tta, force) -> None:
+    """Promote the best finished trial of SWEEP and export it: submission, model, model card.
+
+    SWEEP is an embedded sweep id (see `covid-sweep status`) or a W&B sweep as entity/project/sweep_id.
+    """
+    from covid_sweep.promote import export_best as run_export
+
+    result = run_export(sweep, resolve_data(data), out, home=home, registry=registry, tta=tta, force=force)
+    p = result.provenance
+    value = f"{p.value:.4f}" if isinstance(p.value, float) else p.value
+    click.echo(f"best finished trial of sweep {p.sweep_id}: {p.trial_id} ({p.metric}={value}, {p.goal})")
+    for line in result.recorded:
+        click.echo(f"promoted: {line}")
+    if result.previous:
+        click.echo(f"previous best: {result.previous}")
+    click.echo(f"predicted {_summary(result.export.prediction)}")
+    click.echo(f"wrote {result.export.out_dir}: {', '.join(result.export.files)}")
+
+
+@click.command()
+@click.option("--model", "model_dir", type=click.Path(file_okay=False, path_type=Path), required=True, metavar="ARTIFACT",
+              help="Model artifact directory (model.safetensors, config.json, metrics.json, metadata.json).")
+@data_option
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, metavar="FILE",
+              help="Submission CSV to write; probabilities go beside it as <stem>.probabilities.csv.")
+@tta_option
+@force_option
+def predict(model_dir, data, out, tta, force) -> None:
+    """Predict the test split of DATA with a model artifact: a validated submission in sample_submission order."""
+    from covid_sweep.predict import run_predict
+
+    prediction, submission, probs = run_predict(model_dir, resolve_data(data), out, tta=tta, force=force)
+    click.echo(f"predicted {_summary(prediction)}")
+    click.echo(f"wrote {submission} and {probs}")
+
+
+def _fmt(value) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+
+
+@click.command()
+@click.argument("submission", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("labels", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--probs", "probs", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
+              help="file_name,prob CSV (e.g. probabilities.csv of an export) for AUC.")
+@click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
+def score(submission, labels, probs, as_json) -> None:
+    """Score SUBMISSION (file_name,COVID[,prob]) against LABELS (file_name,COVID, e.g. test_labels.csv)."""
+    from covid_sweep.submission import score as run_score
+
+    result = run_score(submission, labels, probs)
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=2))
+        return
+    (tn, fp), (fn, tp) = result.confusion
+    click.echo(f"{submission}: {result.n} images scored against {labels}")
+    click.echo(f"accuracy     {_fmt(result.accuracy)}")
+    click.echo(f"F1           {_fmt(result.f1)}")
+    click.echo(f"sensitivity  {_fmt(result.sensitivity)}")
+    click.echo(f"specificity  {_fmt(result.specificity)}")
+    if result.auc is not None:
+        click.echo(f"AUC          {_fmt(result.auc)}  (from {result.auc_source})")
+    else:
+        beside = [p for p in (submission.with_name("probabilities.csv"),
+                              submission.with_name(f"{submission.stem}.probabilities.csv")) if p.is_file()]
+        hint = f"; add --probs {beside[0]}" if beside else "; give --probs FILE or a prob column"
+        click.echo(f"AUC          -  (no probabilities{hint})")
+    click.echo("confusion matrix (rows: true, columns: predicted)")
+    click.echo(f"              pred 0  pred 1")
+    click.echo(f"  true 0    {tn:8d}{fp:8d}")
+    click.echo(f"  true 1    {fn:8d}{tp:8d}")

@@ -1,0 +1,280 @@
+"""The prediction job (probabilities, TTA, submission) and the export (TorchScript, model card, folder),
+against a real model trained for one epoch on tiny generated images."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from covid_sweep import export as export_mod
+from covid_sweep.artifact import load_artifact, write_artifact
+from covid_sweep.cli import main
+from covid_sweep.config import build_config
+from covid_sweep.data import decode_resized, load_split
+from covid_sweep.models import Ensemble, build_model
+from covid_sweep.export import ExportError, Provenance, export_bundle
+from covid_sweep.predict import TTA, predict_images, predict_split, run_predict
+from covid_sweep.submission import SubmissionError, read_probabilities, read_submission, umask_mode
+from covid_sweep.train import predict_probs
+from covid_sweep.trial import run_trial
+
+CPU = torch.device("cpu")
+
+
+def make_images(root: Path, n_train: int = 12, n_test: int = 6) -> Path:
+    """Competition layout of 40x40 images in the formats the decoder handles: gray, RGB, RGBA, 16-bit PNG."""
+    rng = np.random.default_rng(1)
+    for split, n in (("train", n_train), ("test", n_test)):
+        (root / split).mkdir(parents=True)
+        rows = []
+        for i in range(n):
+            label = i % 2
+            gray = rng.normal(60 + 80 * label, 25, (40, 40)).clip(0, 255).astype(np.uint8)
+            kind = i % 4
+            image = [gray, cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), cv2.cvtColor(gray, cv2.COLOR_GRAY2BGRA),
+                     gray.astype(np.uint16) * 200][kind]
+            cv2.imwrite(str(root / split / f"{split}{i}.png"), image)
+            rows.append((f"{split}{i}.png", label))
+        names = ["train.csv"] if split == "train" else ["test_labels.csv", "sample_submission.csv"]
+        for name in names:
+            with (root / name).open("w", newline="") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(["file_name", "COVID"])
+                writer.writerows((f, 0 if name == "sample_submission.csv" else y) for f, y in rows)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(data dir, artifact dir) of a real resnet18 trained one epoch at input size 32."""
+    root = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("COVID_SWEEP_CACHE", str(root / "cache"))
+        mp.setenv("WANDB_MODE", "disabled")
+        data = make_images(root / "data")
+        config = build_config({"backbone": "resnet18", "input_size": 32, "epochs": 1, "batch_size": 4,
+                               "val_fraction": 0.25, "amp": False, "device": "cpu", "data_dir": str(data)})
+        result = run_trial(config, root / "artifact", tracker=None, progress=False, trial_name="t1")
+    assert result.state == "finished"
+    return data, result.artifact
+
+
+def _provenance(artifact: Path) -> Provenance:
+    return Provenance(sweep_id="sw1", trial_id="sw1-001", source="test", artifact=str(artifact),
+                      metric="val_auc", goal="maximize", value=0.75, promotion="alias 'best' (test)")
+
+
+# ---- probabilities and TTA -------------------------------------------------------------------------
+
+def test_predictions_follow_the_sample_order_and_the_threshold(trained):
+    data, artifact_dir = trained
+    artifact = load_artifact(artifact_dir)
+    prediction = predict_split(artifact, data)
+    split = load_split(data, "test")
+    assert prediction.ids == split.ids
+    direct = predict_probs(artifact.model, decode_resized(split, 32), 4, CPU)
+    assert np.allclose(prediction.probs, direct, atol=1e-6)
+    assert prediction.threshold == json.loads((artifact_dir / "metrics.json").read_text())["threshold"]
+    assert prediction.labels.tolist() == [int(p >= prediction.threshold) for p in prediction.probs]
+
+
+def test_tta_is_the_mean_over_identity_and_flips(trained):
+    data, artifact_dir = trained
+    artifact = load_artifact(artifact_dir)
+    images = decode_resized(load_split(data, "test"), 32)
+    plain = predict_probs(artifact.model, images, 4, CPU)
+    flipped = predict_probs(artifact.model, np.ascontiguousarray(images[:, :, ::-1]), 4, CPU)
+    upside_down = predict_probs(artifact.model, np.ascontiguousarray(images[:, ::-1]), 4, CPU)
+    assert np.ptp(plain) > 1e-4 and not np.allclose(plain, flipped)  # a real model; the flip is another view
+    assert np.allclose(predict_split(artifact, data, views=TTA).probs, (plain + flipped) / 2, atol=1e-6)
+    three = predict_images(artifact.model, images, 4, CPU, ("identity", "hflip", "vflip"))
+    assert np.allclose(three, (plain + flipped + upside_down) / 3, atol=1e-6)
+
+
+def test_predict_command_writes_submission_and_probabilities(trained, tmp_path):
+    data, artifact_dir = trained
+    out = tmp_path / "sub" / "submission.csv"
+    runner = CliRunner()
+    result = runner.invoke(main, ["predict", "--model", str(artifact_dir), "--data", str(data), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    probs_file = tmp_path / "sub" / "submission.probabilities.csv"
+    submission = read_submission(out)
+    sample = [r.split(",")[0] for r in (data / "sample_submission.csv").read_text().splitlines()[1:]]
+    assert list(submission.ids) == sample and set(submission.labels) <= {0, 1}
+    assert list(read_probabilities(probs_file)) == sample
+    before = out.read_text(), probs_file.read_text()
+
+    again = runner.invoke(main, ["predict", "--model", str(artifact_dir), "--data", str(data), "--out", str(out), "--tta"])
+    assert again.exit_code == 1 and "already exists; pass --force" in again.output
+    assert (out.read_text(), probs_file.read_text()) == before
+
+    forced = runner.invoke(main, ["predict", "--model", str(artifact_dir), "--data", str(data), "--out", str(out),
+                                  "--tta", "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert "views: identity + hflip" in forced.output
+    assert probs_file.read_text() != before[1]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["submission.csv", "submission.probabilities.csv"]
+
+
+# ---- export ---------------------------------------------------------------------------------------
+
+def _card_code(card: str) -> str:
+    return re.search(r"```python\n(.*?)```", card, re.S).group(1)
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    """One export folder (with TTA) shared by the tests that only read it."""
+    data, artifact_dir = trained
+    out = tmp_path_factory.mktemp("exported") / "export"
+    result = export_bundle(load_artifact(artifact_dir), data, out, _provenance(artifact_dir), views=TTA)
+    return out, result
+
+
+def test_exported_torchscript_runs_in_a_fresh_process_without_covid_sweep(trained, exported):
+    data, artifact_dir = trained
+    out, result = exported
+    assert sorted(result.files) == ["model", "model_card.md", "probabilities.csv", "submission.csv"]
+    in_process = predict_split(load_artifact(artifact_dir), data)  # one view, as the card's code
+    # the loading code of the model card itself, run where covid_sweep is never imported
+    code = _card_code((out / "model_card.md").read_text()) + (
+        "\nimport json, sys\n"
+        "assert 'covid_sweep' not in sys.modules and 'torchvision' not in sys.modules, sorted(sys.modules)\n"
+        f"prob, covid = predict({[str(p) for p in load_split(data, 'test').paths]!r})\n"
+        "print(json.dumps({'prob': prob.tolist(), 'covid': covid.tolist()}))\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=out, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    fresh = json.loads(done.stdout.strip().splitlines()[-1])
+    assert np.allclose(fresh["prob"], in_process.probs, atol=1e-5)
+    assert fresh["covid"] == in_process.labels.tolist()
+
+
+def test_export_folder_contents_and_model_card(trained, exported):
+    data, artifact_dir = trained
+    out, result = exported
+    artifact = load_artifact(artifact_dir)
+    # the submission and probabilities are the TTA prediction
+    tta = predict_split(artifact, data, views=TTA)
+    written = read_probabilities(out / "probabilities.csv")
+    assert np.allclose([written[i] for i in tta.ids], tta.probs, atol=1e-6)
+    assert list(read_submission(out / "submission.csv").labels) == tta.labels.tolist()
+    model = out / "model"
+    assert sorted(p.name for p in model.iterdir()) == ["config.json", "metadata.json", "metrics.json",
+                                                        "model.safetensors", "model.torchscript.pt"]
+    for name in ("config.json", "metrics.json", "metadata.json", "model.safetensors"):
+        assert (model / name).read_bytes() == (artifact_dir / name).read_bytes()
+    # the copied artifact is itself a loadable artifact, the TorchScript file carries its own metadata
+    assert load_artifact(model).config == artifact.config
+    extra = {export_mod.EXTRA_FILE: ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch 2.x deprecates torch.jit
+        torch.jit.load(str(model / "model.torchscript.pt"), _extra_files=extra)
+    meta = json.loads(extra[export_mod.EXTRA_FILE])
+    assert meta["input_size"] == 32 and meta["threshold"] == artifact.threshold
+    card = (out / "model_card.md").read_text()
+    metadata = json.loads((artifact_dir / "metadata.json").read_text())
+    for needle in ("`sw1`", "`sw1-001`", metadata["data_fingerprint"], f"{artifact.threshold:.6g}",
+                   '"backbone": "resnet18"', "val_auc", "torch.jit.load", "views: identity + hflip"):
+        assert needle in card, needle
+    assert out.stat().st_mode & 0o777 == umask_mode(0o777)  # not mkdtemp's 0700
+
+
+def test_a_k_fold_ensemble_exports_to_one_torchscript_model(tmp_path):
+    """folds > 1 artifacts hold an Ensemble (log of the mean probability): the export gives that mean."""
+    config = build_config({"backbone": "resnet18", "input_size": 32, "folds": 2, "device": "cpu"})
+    members = [build_model("resnet18") for _ in range(2)]
+    state = Ensemble(members).state_dict()
+    path = write_artifact(tmp_path / "ensemble", state, config, {"threshold": 0.5}, {"trial": "k2"})
+    artifact = load_artifact(path)
+    target = export_mod.export_torchscript(artifact, tmp_path / "model.pt")  # checks eager == traced itself
+    images = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        scripted = torch.jit.load(str(target))
+    with torch.no_grad():
+        got = scripted(torch.from_numpy(images)).numpy()
+    mean = np.mean([predict_probs(m.eval(), images, 5, CPU) for m in load_artifact(path).model.members], axis=0)
+    assert np.allclose(got, mean, atol=1e-5)
+
+
+def test_export_refuses_a_non_empty_folder_and_force_keeps_other_files(trained, tmp_path):
+    data, artifact_dir = trained
+    artifact = load_artifact(artifact_dir)
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "submission.csv").write_text("old")
+    with pytest.raises(ExportError, match="not empty; pass --force"):
+        export_bundle(artifact, data, out, _provenance(artifact_dir), views=("identity",))
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "submission.csv"]
+    export_bundle(artifact, data, out, _provenance(artifact_dir), views=("identity",), force=True)
+    assert (out / "notes.txt").read_text() == "mine"
+    assert read_submission(out / "submission.csv").ids == load_split(data, "test").ids
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no staging or backup folder left
+
+
+def test_a_failed_export_loses_nothing(trained, exported, tmp_path, monkeypatch):
+    data, artifact_dir = trained
+    artifact = load_artifact(artifact_dir)
+    out = tmp_path / "export"
+    shutil.copytree(exported[0], out)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def refuse():
+        raise RuntimeError("promotion failed")
+
+    with pytest.raises(RuntimeError, match="promotion failed"):
+        export_bundle(artifact, data, out, _provenance(artifact_dir), views=TTA, force=True, before_install=refuse)
+    # an error in the middle of moving the new files in puts the old ones back
+    real_replace, calls = os.replace, []
+
+    def flaky_replace(src, dst):
+        calls.append(dst)
+        if len(calls) == 4:
+            raise OSError("disk full")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(export_mod.os, "replace", flaky_replace)
+    with pytest.raises(OSError, match="disk full"):
+        export_bundle(artifact, data, out, _provenance(artifact_dir), views=TTA, force=True)
+    monkeypatch.undo()
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+
+
+def test_export_rejects_a_file_as_folder(trained, tmp_path):
+    data, artifact_dir = trained
+    (tmp_path / "export").write_text("x")
+    with pytest.raises(ExportError, match="not a directory"):
+        export_bundle(load_artifact(artifact_dir), data, tmp_path / "export", _provenance(artifact_dir), views=TTA)
+
+
+def test_a_missing_test_image_fails_before_writing(trained, tmp_path):
+    data, artifact_dir = trained
+    (tmp_path / "d" / "test").mkdir(parents=True)
+    (tmp_path / "d" / "sample_submission.csv").write_text("file_name,COVID\nnope.png,0\n")
+    with pytest.raises(Exception, match="nope.png"):
+        export_bundle(load_artifact(artifact_dir), tmp_path / "d", tmp_path / "export", _provenance(artifact_dir), views=TTA)
+    assert not (tmp_path / "export").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+
+
+def test_predict_needs_a_file_path(trained, tmp_path):
+    data, artifact_dir = trained
+    with pytest.raises(SubmissionError, match="is a directory"):
+        run_predict(artifact_dir, data, tmp_path)
