@@ -42,7 +42,7 @@ def run_embedded(store_path: Path, trial_id: int, home: Path) -> int:
                                 name=trial.name, tags=["embedded"])
         result = run_trial(config, paths.trial_artifact_dir(home, sweep.id, trial.name), tracker,
                            on_epoch=process.on_epoch, should_stop=process.should_stop, progress=False,
-                           trial_name=trial.name)
+                           trial_name=trial.name, artifact_name=f"model-{sweep.id}")
         state = process.end(result.state == "stopped", str(result.artifact) if result.artifact else None)
         print(f"trial {trial.name} {state}; artifact {result.artifact}", flush=True)
         tracker.finish(0)
@@ -64,8 +64,10 @@ def run_wandb_agent(argv: list[str], home: Path) -> int:
         params = {**tracker.params, **parse_agent_args(argv)}
         config = build_config(params, source="sweep parameters")
         tracker.record_config(config.model_dump(mode="json"))
-        result = run_trial(config, paths.trial_artifact_dir(home, os.environ.get("WANDB_SWEEP_ID", "runs"), tracker.run.id),
-                           tracker, should_stop=lambda: stop["requested"], trial_name=tracker.run.id)
+        sweep_id = os.environ.get("WANDB_SWEEP_ID", "runs")
+        result = run_trial(config, paths.trial_artifact_dir(home, sweep_id, tracker.run.id), tracker,
+                           should_stop=lambda: stop["requested"], trial_name=tracker.run.id,
+                           artifact_name=f"model-{sweep_id}")
         tracker.run.summary["trial_state"] = result.state
         print(f"trial {tracker.run.id} {result.state}; artifact {result.artifact}", flush=True)
         tracker.finish(0)

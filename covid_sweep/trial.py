@@ -36,7 +36,7 @@ def data_dir_for(config: TrialConfig) -> Path:
     value = config.data_dir or os.environ.get(DATA_ENV)
     if not value:
         raise ConfigError(f"data_dir: not set; pass --data DATA, set a data_dir parameter, or export {DATA_ENV}")
-    return Path(value)
+    return Path(value).absolute()
 
 
 def run_trial(
@@ -47,7 +47,10 @@ def run_trial(
     should_stop: Callable[[], bool] = lambda: False,
     progress: bool = True,
     trial_name: str | None = None,
+    artifact_name: str | None = None,
 ) -> TrialResult:
+    """artifact_name: the W&B model artifact's name; one name per sweep keeps all its trials' models as
+    versions of one collection, where the alias `best` can move between them."""
     data_dir = data_dir_for(config)
     # the artifact records where its data came from, also when it came from the environment
     config = config.model_copy(update={"data_dir": data_dir})
@@ -73,7 +76,8 @@ def run_trial(
         return TrialResult(state=state, artifact=None, best={}, best_epoch=0, epochs_run=0, threshold=0.5)
 
     threshold = choose_threshold(result.val_labels, result.val_probs)
-    at_threshold = {f"val_{k}_at_threshold": v for k, v in binary_metrics(result.val_labels, result.val_probs, threshold).items()}
+    at_threshold = {f"val_{k}_at_threshold": v for k, v in binary_metrics(result.val_labels, result.val_probs, threshold).items()
+                    if k != "auc"}  # AUC does not depend on the cut
     metrics = {"monitor": config.monitor, "goal": config.monitor_goal, "best_epoch": result.best_epoch,
                "best": result.best, "threshold": threshold, **at_threshold, "state": state, "history": result.history}
     metadata = {"trial": trial_name, "preprocessing": augment.preprocessing_spec(config.input_size),
@@ -85,7 +89,7 @@ def run_trial(
     if tracker:
         tracker.summarize(result.best, config.monitor, {"threshold": threshold, "epochs_run": len(result.history)})
         tracker.log_evaluation(result.val_labels, result.val_probs, threshold)
-        tracker.log_model(path, name=f"model-{trial_name or tracker.run.id}",
+        tracker.log_model(path, name=artifact_name or f"model-{trial_name or tracker.run.id}",
                           metadata={"config": config.model_dump(mode="json"), "metrics": result.best,
                                     "threshold": threshold, **metadata})
     return TrialResult(state=state, artifact=path, best=result.best, best_epoch=result.best_epoch,

@@ -169,5 +169,9 @@ def test_status_cli_sorts_by_metric(store, tmp_path):
     rows = [line for line in result.output.splitlines() if f"{sweep.id}-0" in line]
     assert [r.split("│")[-2].strip() for r in rows] == ["0.9", "0.6", "0.3"]
     assert "3 trials; 3 finished" in result.output
+    best = max(store.trials(sweep.id), key=lambda t: t.best)
+    store.set_alias(sweep.id, "best", best.id)
+    marked = CliRunner().invoke(main, ["status", sweep.id, "--home", str(tmp_path / "home")])
+    assert f"{best.name} [best]" in marked.output
     missing = CliRunner().invoke(main, ["status", "nope", "--home", str(tmp_path / "home")])
     assert missing.exit_code == 1 and "no sweep 'nope'" in missing.output

@@ -72,3 +72,12 @@ def test_validate_cli(tmp_path):
     broken.write_text("method: [bayes\n")
     result = CliRunner().invoke(main, ["validate", str(broken)])
     assert result.exit_code == 1 and "not valid YAML" in result.output
+
+
+def test_sweep_metric_must_be_the_trials_monitor():
+    config = base()
+    config["metric"] = {"name": "val_loss", "goal": "minimize"}
+    with pytest.raises(SweepSpecError, match="add the parameter `monitor: {value: val_loss}`"):
+        validate(config, "s.yaml")
+    config["parameters"]["monitor"] = {"value": "val_loss"}
+    assert validate(config, "s.yaml")["metric"]["name"] == "val_loss"

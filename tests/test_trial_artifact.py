@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -47,6 +48,16 @@ def test_atomic_write_leaves_nothing_on_crash(tmp_path):
     with pytest.raises(RuntimeError):
         write_dir_atomically(tmp_path / "model", fill)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_write_gives_umask_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_dir_atomically(tmp_path / "model", lambda folder: (folder / "w.bin").write_bytes(b"x"))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "model").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "model" / "w.bin").stat().st_mode & 0o777 == 0o644
 
 
 def test_existing_artifact_is_not_overwritten(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from rich.markup import escape
 from rich.table import Table
 
 from covid_sweep.sweep.store import Store, Sweep, Trial
@@ -35,7 +36,7 @@ def status_table(store: Store, sweep: Sweep) -> Table:
         table.add_column(column)
     promoted = store.alias(sweep.id, "best")
     for trial in ranked(trials, sweep.goal):
-        name = trial.name + (" [best]" if trial.id == promoted else "")
+        name = escape(trial.name + (" [best]" if trial.id == promoted else ""))
         table.add_row(name, trial.state, _fmt(trial.best) if trial.best is not None else "-", str(trial.epochs),
                       *(_fmt(trial.params.get(p, "")) for p in varying))
     return table

@@ -63,6 +63,11 @@ def check_parameters(config: dict, source: str) -> None:
     metric = config.get("metric", {}).get("name")
     if metric and metric not in METRIC_GOALS:
         raise SweepSpecError(f"{source}: metric.name {metric!r} is not logged per epoch; use one of {', '.join(METRIC_GOALS)}")
+    monitor_spec = config.get("parameters", {}).get("monitor", {"value": TrialConfig.model_fields["monitor"].default})
+    if metric and monitor_spec.get("value") != metric:
+        # trials must keep (and early-stop on) the epoch that is best by the metric the sweep ranks them by
+        raise SweepSpecError(f"{source}: metric.name {metric!r} differs from the trials' early-stop monitor "
+                             f"{monitor_spec.get('value', monitor_spec)!r}; add the parameter `monitor: {{value: {metric}}}`")
 
 
 def schema_violations(config: dict) -> list[str]:

@@ -1,0 +1,37 @@
+import math
+
+import numpy as np
+import pytest
+
+from covid_sweep.metrics import binary_metrics, choose_threshold
+
+
+def test_binary_metrics_match_a_hand_count():
+    y = [1, 1, 1, 0, 0, 0, 0]
+    p = [0.9, 0.6, 0.4, 0.7, 0.2, 0.1, 0.3]
+    m = binary_metrics(y, p)
+    # predicted 1: 0.9, 0.6, 0.7 -> tp 2, fp 1, fn 1, tn 3
+    assert m["acc"] == pytest.approx(5 / 7) and m["sensitivity"] == pytest.approx(2 / 3)
+    assert m["specificity"] == pytest.approx(3 / 4) and m["f1"] == pytest.approx(2 / 3)
+    assert m["auc"] == pytest.approx(10 / 12)
+
+
+def test_auc_is_nan_with_one_class():
+    assert math.isnan(binary_metrics([1, 1], [0.2, 0.9])["auc"])
+
+
+def test_threshold_moves_only_when_it_clearly_pays():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 100)
+    # a calibrated model: the best cut found on 100 images is noise, 0.5 is within one SE of it
+    p = np.clip(y * 0.3 + rng.uniform(0.2, 0.5, 100), 0, 1)
+    assert choose_threshold(y, p) == pytest.approx(0.5)
+    # a model whose scores are all shifted down: 0.5 calls everything negative, a far lower cut is needed
+    shifted = np.where(y == 1, rng.uniform(0.25, 0.35, 100), rng.uniform(0.0, 0.1, 100))
+    threshold = choose_threshold(y, shifted)
+    assert 0.1 < threshold <= 0.35
+    assert binary_metrics(y, shifted, threshold)["acc"] == 1.0
+
+
+def test_threshold_without_scores_is_half():
+    assert choose_threshold([0, 1], [np.nan, np.nan]) == 0.5
