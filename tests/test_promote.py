@@ -7,10 +7,10 @@ import io
 from pathlib import Path
 
 import cv2
-from rich.console import Console
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from rich.console import Console
 
 from covid_sweep import paths
 from covid_sweep.cli import main
