@@ -1,0 +1,816 @@
+#!/usr/bin/env python3
+"""Pipeline benchmark for "Performance: trials at the speed of the GPU".
+
+Measures in ONE run on ONE machine, and prints side by side:
+
+  throughput   training img/s per backbone and input size of
+               (a) limit:  synthetic tensors already on the device, the bare train step
+                           (Adam; bf16 autocast + channels_last on CUDA, fp32 on the CPU),
+               (b) seed:   the seed's pipeline: a Dataset that cv2-decodes every PNG every epoch,
+                           albumentations Resize + toggles + Normalize + ToTensorV2 (fp32 on the
+                           CPU), DataLoader(workers=0, and optionally workers=N), fp32 model,
+               (c) covid:  covid_sweep's own code: data.cached_images + train.fit (train_loader,
+                           augment.to_model_input, AMP on CUDA), timed per epoch from fit's
+                           records with the evaluation time separated out,
+               with each one's ratio to (a);
+  trial        one real trial (`covid-sweep sweep` with --count 1, which runs
+               `python -m covid_sweep.agent` under the embedded controller) vs its compute floor
+               (train images x epochs / limit img/s + val images x epochs / eval-limit img/s);
+  sweep        trials/hour of `covid-sweep sweep` on a generated smoke-recipe sweep with
+               --agents 1 and --agents K, vs a seed-style agent (the same trials run one after
+               another in-process: decode every epoch, fp32, a wandb offline run per trial).
+
+Every number is measured in this run. The decoded-image cache and the sweep state live in a
+temporary COVID_SWEEP_CACHE / COVID_SWEEP_HOME; the cache is built (and timed) before the trial
+and sweep measurements, so those see a warm cache and the one-time decode is reported on its own.
+
+    python benchmarks/pipeline.py --quick                 # CPU, a few minutes
+    python benchmarks/pipeline.py --gpu-default --json gpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "covid-ct"
+SMOKE_YAML = REPO / "sweeps" / "smoke.yaml"
+CLI = "import sys; from covid_sweep.cli import main; sys.exit(main())"
+
+# presets: explicit options override them
+QUICK = dict(backbones="resnet18", sizes="64", batch=32, epochs=2, workers=0, warmup_steps=2, limit_steps=8,
+             sweep_trials=4, agents="1,2", sweep_size=64, sweep_epochs=2, sweep_batch=32, sweep_backbones=None)
+GPU_DEFAULT = dict(backbones="resnet50,vgg16,densenet121,efficientnet_b0,googlenet", sizes="224,64", batch=256,
+                   epochs=5, workers=8, warmup_steps=10, limit_steps=30, sweep_trials=16, agents="1,4",
+                   sweep_size=64, sweep_epochs=2, sweep_batch=32, sweep_backbones=None)
+
+# the columns every result row carries (tests/test_benchmarks.py checks them)
+THROUGHPUT_COLUMNS = ("backbone", "size", "batch", "limit_img_s", "limit_eval_img_s", "seed_img_s", "seed_ratio",
+                      "covid_img_s", "covid_ratio", "covid_vs_seed", "covid_steady_img_s", "covid_eval_img_s",
+                      "cache_build_s")
+TRIAL_COLUMNS = ("backbone", "size", "batch", "epochs", "trial_wall_s", "trial_process_s", "fit_epochs_s",
+                 "floor_s", "wall_over_floor", "process_over_floor", "fit_over_floor")
+SWEEP_COLUMNS = ("runner", "agents", "trials", "finished", "wall_s", "trials_per_hour", "vs_seed")
+
+
+# --------------------------------------------------------------------------------------------
+# environment
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def resolve_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: CUDA is not available")
+    return torch.device(name)
+
+
+def device_info(device) -> dict:
+    import torch
+
+    info = {"type": device.type, "cpu": cpu_name(), "cores": cpu_cores(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
+    if device.type == "cuda":
+        info["name"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    else:
+        info["name"] = f"{info['cpu']} ({info['cores']} cores)"
+    return info
+
+
+def sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def free_device_memory(device) -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+@contextlib.contextmanager
+def patched_env(values: dict[str, str]) -> Iterator[None]:
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _positive(x: float | None) -> float | None:
+    return x if x is not None and x > 0 and math.isfinite(x) else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
+# --------------------------------------------------------------------------------------------
+# (a) the limit: the bare train step on tensors already on the device
+
+
+def measure_limit(backbone: str, size: int, batch: int, device, warmup: int, steps: int) -> dict:
+    import torch
+    from torch import nn
+
+    from covid_sweep.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(backbone).to(device).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    loss_fn = nn.CrossEntropyLoss()
+    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 2, (batch,), device=device)
+    amp = device.type == "cuda"
+
+    def train_step():
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            loss = loss_fn(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    model.train()
+    for _ in range(warmup):
+        train_step()
+    sync(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        train_step()
+    sync(device)
+    train_s = time.perf_counter() - started
+
+    model.eval()
+    with torch.no_grad():
+        def eval_step():
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                model(x)
+
+        for _ in range(warmup):
+            eval_step()
+        sync(device)
+        started = time.perf_counter()
+        for _ in range(steps):
+            eval_step()
+        sync(device)
+        eval_s = time.perf_counter() - started
+    del model, optimizer, x, y
+    free_device_memory(device)
+    return {"limit_img_s": batch * steps / train_s, "limit_eval_img_s": batch * steps / eval_s,
+            "limit_steps": steps, "limit_warmup_steps": warmup}
+
+
+# --------------------------------------------------------------------------------------------
+# (b) the seed's way: decode every image every epoch, float work per sample on the CPU, fp32
+
+
+def seed_transform(config, train: bool):
+    import albumentations as A
+    from albumentations.pytorch import ToTensorV2
+
+    from covid_sweep import augment
+
+    size = config.input_size
+    ops = augment._toggle_ops(config) if train else []  # the same toggles the trial uses
+    return A.Compose([A.Resize(size, size), *ops, A.Normalize(), ToTensorV2()])
+
+
+class SeedStyleImages:
+    """cv2-decodes the PNG on every access, then the whole albumentations pipeline, fp32 out (map-style dataset)."""
+
+    def __init__(self, paths: list[Path], labels: list[int], transform):
+        self.paths, self.labels, self.transform = [str(p) for p in paths], list(labels), transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        import cv2
+
+        image = cv2.cvtColor(cv2.imread(self.paths[i], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        return self.transform(image=image)["image"], int(self.labels[i])
+
+
+def seed_loader(paths, labels, transform, batch: int, workers: int, shuffle: bool):
+    import torch
+    from torch.utils.data import DataLoader
+
+    return DataLoader(SeedStyleImages(paths, labels, transform), batch_size=batch, shuffle=shuffle,
+                      num_workers=workers, generator=torch.Generator().manual_seed(0))
+
+
+def seed_train_epoch(model, loader, optimizer, loss_fn, device) -> tuple[float, int]:
+    model.train()
+    total, count = 0.0, 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        loss = loss_fn(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(y)  # the seed's running loss: one sync per step
+        count += len(y)
+    return total / max(1, count), count
+
+
+def seed_evaluate(model, loader, device) -> dict:
+    import numpy as np
+    import torch
+    from sklearn.metrics import roc_auc_score
+
+    model.eval()
+    probs, ys = [], []
+    with torch.no_grad():
+        for x, y in loader:
+            probs.append(torch.softmax(model(x.to(device)), dim=1)[:, 1].cpu())
+            ys.append(y)
+    p, y = torch.cat(probs).numpy(), torch.cat(ys).numpy()
+    auc = float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan")
+    return {"val_auc": auc, "val_acc": float(((p >= 0.5) == y).mean())}
+
+
+def measure_seed_style(backbone: str, config, paths, labels, device, epochs: int, workers: int) -> dict:
+    import torch
+    from torch import nn
+
+    from covid_sweep.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(backbone).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    loader = seed_loader(paths, labels, seed_transform(config, train=True), config.batch_size, workers, shuffle=True)
+    times, images = [], []
+    for _ in range(epochs):
+        started = time.perf_counter()
+        _, n = seed_train_epoch(model, loader, optimizer, nn.CrossEntropyLoss(), device)
+        sync(device)
+        times.append(time.perf_counter() - started)
+        images.append(n)
+    del model, optimizer, loader
+    free_device_memory(device)
+    return {"img_s": sum(images) / sum(times), "epoch_s": times,
+            "steady_img_s": sum(images[1:]) / sum(times[1:]) if epochs > 1 else None}
+
+
+# --------------------------------------------------------------------------------------------
+# (c) covid_sweep's own trial pipeline: cached_images + fit
+
+
+@contextlib.contextmanager
+def timed_evaluation() -> Iterator[list[float]]:
+    """Time each call of fit's per-epoch evaluation, so the training part of epoch_time can be separated."""
+    import covid_sweep.train as train_module
+
+    original = train_module._evaluate
+    durations: list[float] = []
+
+    def timed(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            durations.append(time.perf_counter() - started)
+
+    train_module._evaluate = timed
+    try:
+        yield durations
+    finally:
+        train_module._evaluate = original
+
+
+def measure_covid(backbone: str, config, images, labels, train_idx, val_idx) -> dict:
+    import numpy as np
+
+    from covid_sweep.models import build_model
+    from covid_sweep.train import fit
+
+    # exactly what covid_sweep.trial.run_trial hands to fit
+    train_images, train_labels = images[train_idx], labels[train_idx]
+    val_images, val_labels = images[val_idx], labels[val_idx]
+    model = build_model(backbone, config.pretrained)
+    n = len(train_idx)
+    batch = min(config.batch_size, n)
+    per_epoch = (n // batch) * batch if n > config.batch_size else n  # fit's loader drops the ragged tail
+    with timed_evaluation() as eval_s:
+        result = fit(config, model, train_images, train_labels, val_images, val_labels, progress=False)
+    epoch_s = [r["epoch_time"] for r in result.history]
+    train_s = [e - v for e, v in zip(epoch_s, eval_s)]
+    epochs = len(result.history)
+    del model, result
+    return {"img_s": per_epoch * epochs / sum(train_s), "train_epoch_s": train_s, "eval_epoch_s": list(eval_s),
+            "steady_img_s": per_epoch * (epochs - 1) / sum(train_s[1:]) if epochs > 1 else None,
+            "eval_img_s": len(val_idx) * epochs / sum(eval_s), "images_per_epoch": per_epoch,
+            "val_images": int(np.asarray(val_idx).size)}
+
+
+# --------------------------------------------------------------------------------------------
+# trial and sweep: the real command lines
+
+
+def write_yaml(path: Path, config: dict) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def trial_sweep_config(backbone: str, size: int, batch: int, epochs: int, toggles: list[str], device: str) -> dict:
+    params: dict[str, Any] = {"backbone": {"value": backbone}, "input_size": {"value": size},
+                              "batch_size": {"value": batch}, "epochs": {"value": epochs},
+                              "patience": {"value": epochs}, "optimizer": {"value": "adam"}}
+    params.update({t: {"value": True} for t in toggles})
+    if device != "auto":
+        params["device"] = {"value": device}
+    return {"name": "bench-trial", "method": "grid", "metric": {"name": "val_auc", "goal": "maximize"},
+            "command": ["${env}", "${interpreter}", "-m", "covid_sweep.agent", "${args}"], "parameters": params}
+
+
+def smoke_sweep_config(trials: int, size: int, epochs: int, batch: int, backbones: list[str] | None, device: str) -> dict:
+    """The smoke recipe (sweeps/smoke.yaml) as a seeded *random* search: the same trials for every --agents K."""
+    import yaml
+
+    if SMOKE_YAML.is_file():
+        config = yaml.safe_load(SMOKE_YAML.read_text())
+    else:
+        config = {"metric": {"name": "val_auc", "goal": "maximize"},
+                  "parameters": {"backbone": {"values": ["resnet18", "mobilenet_v3_small", "googlenet"]},
+                                 "lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 3e-3},
+                                 "hflip": {"values": [False, True]}, "rotate": {"values": [False, True]}}}
+    params = config["parameters"]
+    params.update({"input_size": {"value": size}, "epochs": {"value": epochs}, "patience": {"value": epochs},
+                   "batch_size": {"value": batch}})
+    if backbones:
+        params["backbone"] = {"values": backbones}
+    if device != "auto":
+        params["device"] = {"value": device}
+    config.update({"name": "bench-sweep", "method": "random", "run_cap": trials})
+    config.pop("early_terminate", None)
+    config.setdefault("command", ["${env}", "${interpreter}", "-m", "covid_sweep.agent", "${args}"])
+    return config
+
+
+def run_sweep_command(yaml_path: Path, data: Path, home: Path, cache: Path, count: int, agents: int,
+                      wandb_mode: str, timeout: float) -> tuple[float, list, str]:
+    """`covid-sweep sweep YAML --count N --agents K` in a fresh HOME; -> (wall s, trials from its store, output)."""
+    from covid_sweep.sweep.store import Store
+
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    env.update({"COVID_SWEEP_HOME": str(home), "COVID_SWEEP_CACHE": str(cache), "WANDB_MODE": wandb_mode,
+                "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1"})
+    argv = [sys.executable, "-c", CLI, "sweep", str(yaml_path), "--data", str(data), "--count", str(count),
+            "--agents", str(agents), "--seed", "0", "--home", str(home)]
+    started = time.perf_counter()
+    proc = subprocess.run(argv, env=env, cwd=home.parent, capture_output=True, text=True, timeout=timeout)
+    wall = time.perf_counter() - started
+    output = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        raise RuntimeError(f"covid-sweep sweep exited {proc.returncode}:\n{output[-3000:]}")
+    store = Store(home / "sweeps.db")
+    try:
+        sweep = store.latest_sweep()
+        trials = [(t, store.history(t.id)) for t in store.trials(sweep.id)]
+    finally:
+        store.close()
+    return wall, trials, output
+
+
+def _failed(trials: list, home: Path) -> str:
+    lines = []
+    for trial, _ in trials:
+        if trial.state != "finished":
+            lines.append(f"{trial.name}: {trial.state}: {trial.error or ''}"[-1500:])
+    return "\n".join(lines)
+
+
+def measure_trial(args, data: Path, work: Path, cache: Path, limits: dict, split_sizes: dict) -> dict:
+    """One real trial: the embedded controller (in this process) spawns `python -m covid_sweep.agent`."""
+    from covid_sweep.sweep.controller import Controller, new_sweep
+    from covid_sweep.sweep.spec import load_spec
+    from covid_sweep.sweep.store import Store
+
+    backbone, size = args.backbones[0], args.sizes[0]
+    home = work / "home-trial"
+    yaml_path = write_yaml(work / "bench-trial.yaml",
+                           trial_sweep_config(backbone, size, args.batch, args.epochs, args.toggles, args.device))
+    store = Store(home / "sweeps.db")
+    try:
+        sweep = new_sweep(store, load_spec(yaml_path), str(yaml_path), str(data), seed=0)
+        controller = Controller(store, sweep, home, agents=1, count=1, poll_s=0.02, log=lambda *_: None)
+        with patched_env({"COVID_SWEEP_CACHE": str(cache), "WANDB_MODE": args.wandb_mode, "WANDB_SILENT": "true"}):
+            started = time.perf_counter()
+            controller.run()
+            wall = time.perf_counter() - started
+        trials = [(t, store.history(t.id)) for t in store.trials(sweep.id)]
+    finally:
+        store.close()
+    if len(trials) != 1 or trials[0][0].state != "finished":
+        log = home / "logs" / sweep.id
+        tail = "".join(f.read_text(errors="replace")[-2000:] for f in log.glob("*.log")) if log.is_dir() else ""
+        raise RuntimeError(f"benchmark trial did not finish:\n{_failed(trials, home)}\n{tail}")
+    trial, history = trials[0]
+    n_train, n_val = split_sizes["train"], split_sizes["val"]
+    batch = min(args.batch, n_train)
+    per_epoch = (n_train // batch) * batch if n_train > args.batch else n_train
+    epochs = len(history)
+    limit = limits.get((backbone, size), {})
+    floor = None
+    if limit.get("limit_img_s") and limit.get("limit_eval_img_s"):
+        floor = per_epoch * epochs / limit["limit_img_s"] + n_val * epochs / limit["limit_eval_img_s"]
+    process_s = trial.ended - trial.started if trial.ended and trial.started else None
+    fit_s = sum(h.get("epoch_time", 0.0) for h in history)
+    return {"backbone": backbone, "size": size, "batch": args.batch, "epochs": epochs,
+            "trial_wall_s": wall, "trial_process_s": process_s, "fit_epochs_s": fit_s, "floor_s": floor,
+            "wall_over_floor": _ratio(wall, floor), "process_over_floor": _ratio(process_s, floor),
+            "fit_over_floor": _ratio(fit_s, floor), "train_images_per_epoch": per_epoch, "val_images": n_val,
+            "note": "trial_wall_s: the embedded controller's claim + spawn of `python -m covid_sweep.agent` "
+                    "until its exit is seen (poll 0.02 s); trial_process_s: the store's started->ended of the "
+                    "trial process (after its imports, before wandb's finish); fit_epochs_s: sum of fit's "
+                    "epoch_time (train + eval); floor_s: train images x epochs / limit img/s + val images x "
+                    "epochs / eval-limit img/s"}
+
+
+def seed_style_agent(trial_params: list[dict], data: Path, device, work: Path, use_wandb: bool) -> dict:
+    """The seed's way: trials one after another in one process, decode every epoch, fp32, wandb offline per trial."""
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from covid_sweep.config import build_config
+    from covid_sweep.data import load_split, stratified_split
+    from covid_sweep.models import build_model
+
+    wandb = None
+    if use_wandb:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import wandb
+    wandb_dir = work / "seed-wandb"
+    wandb_dir.mkdir(exist_ok=True)
+    ckpt_dir = work / "seed-checkpoints"
+    ckpt_dir.mkdir(exist_ok=True)
+    per_trial = []
+    started_all = time.perf_counter()
+    for i, params in enumerate(trial_params):
+        started = time.perf_counter()
+        config = build_config({**params, "data_dir": str(data)})
+        run = None
+        if wandb is not None:
+            run = wandb.init(mode="offline", dir=str(wandb_dir), project="seed-style", config=params,
+                             name=f"seed-{i + 1}", settings=wandb.Settings(console="off", quiet=True, x_disable_stats=True))
+        split = load_split(data, "train")
+        labels = np.asarray(split.labels)
+        train_idx, val_idx = stratified_split(labels, config.val_fraction, config.seed)
+        paths = split.paths
+        torch.manual_seed(config.seed)
+        model = build_model(config.backbone, config.pretrained).to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        loss_fn = nn.CrossEntropyLoss()
+        train_loader = seed_loader([paths[j] for j in train_idx], labels[train_idx].tolist(),
+                                   seed_transform(config, True), config.batch_size, config.num_workers, True)
+        val_loader = seed_loader([paths[j] for j in val_idx], labels[val_idx].tolist(),
+                                 seed_transform(config, False), config.batch_size, config.num_workers, False)
+        best = -1.0
+        for epoch in range(1, config.epochs + 1):
+            train_loss, _ = seed_train_epoch(model, train_loader, optimizer, loss_fn, device)
+            metrics = seed_evaluate(model, val_loader, device)
+            if run is not None:
+                run.log({"epoch": epoch, "train_loss": train_loss, **metrics}, step=epoch)
+            if metrics["val_auc"] > best or not math.isfinite(best):
+                best = metrics["val_auc"]
+                torch.save(model.state_dict(), ckpt_dir / f"seed-{i + 1}.pt")
+        if run is not None:
+            run.summary["val_auc"] = best
+            run.finish()
+            wandb.teardown()
+        del model, optimizer
+        free_device_memory(device)
+        per_trial.append(time.perf_counter() - started)
+    return {"wall_s": time.perf_counter() - started_all, "trial_s": per_trial, "wandb": use_wandb}
+
+
+def measure_sweeps(args, data: Path, work: Path, cache: Path, device) -> list[dict]:
+    config = smoke_sweep_config(args.sweep_trials, args.sweep_size, args.sweep_epochs, args.sweep_batch,
+                                args.sweep_backbones, args.device)
+    yaml_path = write_yaml(work / "bench-sweep.yaml", config)
+    rows, first_params = [], None
+    for agents in args.agents:
+        home = work / f"home-sweep-k{agents}"
+        home.mkdir()
+        wall, trials, output = run_sweep_command(yaml_path, data, home, cache, args.sweep_trials, agents,
+                                                 args.wandb_mode, args.timeout)
+        finished = sum(1 for t, _ in trials if t.state == "finished")
+        if finished < len(trials):
+            print(f"warning: --agents {agents}: {len(trials) - finished} trials did not finish:\n{_failed(trials, home)}",
+                  file=sys.stderr)
+        if first_params is None:
+            first_params = [t.params for t, _ in trials]
+        process_s = [t.ended - t.started for t, _ in trials if t.ended and t.started]
+        rows.append({"runner": "covid-sweep sweep", "agents": agents, "trials": len(trials), "finished": finished,
+                     "wall_s": wall, "trials_per_hour": finished / wall * 3600,
+                     "mean_trial_process_s": sum(process_s) / len(process_s) if process_s else None,
+                     "params": [t.params for t, _ in trials]})
+    seed = seed_style_agent(first_params or [], data, device, work, args.seed_wandb)
+    n = len(first_params or [])
+    seed_row = {"runner": "seed-style loop", "agents": 1, "trials": n, "finished": n, "wall_s": seed["wall_s"],
+                "trials_per_hour": n / seed["wall_s"] * 3600 if seed["wall_s"] else None,
+                "mean_trial_process_s": sum(seed["trial_s"]) / n if n else None, "wandb_offline_per_trial": seed["wandb"],
+                "params": first_params}
+    rows.append(seed_row)
+    for row in rows:
+        row["vs_seed"] = _ratio(row["trials_per_hour"], seed_row["trials_per_hour"])
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# printing
+
+
+def _fmt(value, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "nan"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def format_table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    line = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+def render(result: dict) -> str:
+    dev, s, d = result["device"], result["settings"], result["data"]
+    out = [f"covid_sweep pipeline benchmark  {result['started']}",
+           f"device: {dev['type']}: {dev['name']}  | CPU {dev['cpu']}, {dev['cores']} cores, torch {dev['torch']} "
+           f"({dev['torch_threads']} threads), python {dev['python']}",
+           f"data:   {d['path']}: {d['n_images']} train.csv images -> {d['n_train']} train / {d['n_val']} val; "
+           f"toggles: {','.join(s['toggles']) or 'none'}; batch {s['batch']}, {s['epochs']} epochs",
+           f"cache:  decode+resize once per size (cold build s): "
+           + ", ".join(f"{k}px {_fmt(v['build_s'], 2)}s (warm hit {_fmt(v['hit_s'], 3)}s)" for k, v in d["cache"].items()),
+           ""]
+    w = s["workers"]
+    headers = ["backbone", "size", "batch", "(a) limit", "eval-limit", "(b) seed", "b/a"]
+    if w:
+        headers += [f"seed w{w}", f"w{w}/a"]
+    headers += ["(c) covid", "c/a", "c/b", "c steady", "c eval", "cache s"]
+    rows = []
+    for r in result["throughput"]:
+        if r.get("error"):
+            rows.append([r["backbone"], str(r["size"]), str(r["batch"]), "error: " + r["error"][:60]]
+                        + [""] * (len(headers) - 4))
+            continue
+        cells = [r["backbone"], str(r["size"]), str(r["batch"]), _fmt(r["limit_img_s"]), _fmt(r["limit_eval_img_s"]),
+                 _fmt(r["seed_img_s"]), _fmt(r["seed_ratio"], 2)]
+        if w:
+            cells += [_fmt(r.get("seed_workers_img_s")), _fmt(r.get("seed_workers_ratio"), 2)]
+        cells += [_fmt(r["covid_img_s"]), _fmt(r["covid_ratio"], 2), _fmt(r["covid_vs_seed"], 2) + "x",
+                  _fmt(r["covid_steady_img_s"]), _fmt(r["covid_eval_img_s"]), _fmt(r["cache_build_s"], 2)]
+        rows.append(cells)
+    out += ["Training throughput, img/s (ratios: b/a, c/a = share of the limit; c/b = covid_sweep vs seed)",
+            format_table(headers, rows),
+            "  (a) synthetic tensors on the device, warm-up excluded; eval-limit = inference img/s, same batch",
+            "  (b) decode every PNG every epoch + albumentations incl. Normalize/ToTensorV2, fp32, workers=0"
+            + (f" (w{w}: workers={w})" if w else ""),
+            "  (c) covid_sweep.train.fit on data.cached_images; train time = epoch_time - timed evaluation;"
+            " 'c steady' excludes epoch 1, 'c eval' = fit's val img/s", ""]
+    t = result.get("trial")
+    if t:
+        if t.get("error"):
+            out += [f"Trial wall time: error: {t['error']}", ""]
+        else:
+            out += ["Trial wall time (one real trial: the embedded controller runs python -m covid_sweep.agent)",
+                    format_table(["backbone", "size", "batch", "epochs", "trial wall s", "in-process s",
+                                  "fit epochs s", "floor s", "wall/floor", "in-process/floor", "fit/floor"],
+                                 [[t["backbone"], str(t["size"]), str(t["batch"]), str(t["epochs"]),
+                                   _fmt(t["trial_wall_s"]), _fmt(t["trial_process_s"]), _fmt(t["fit_epochs_s"]),
+                                   _fmt(t["floor_s"], 2), _fmt(t["wall_over_floor"], 2) + "x",
+                                   _fmt(t["process_over_floor"], 2) + "x", _fmt(t["fit_over_floor"], 2) + "x"]]),
+                    "  trial wall = spawn to exit (imports, wandb, data, model, fit, artifact); in-process = the store's"
+                    " started->ended (after imports); fit epochs = sum of fit's epoch_time (train + eval)",
+                    "  floor = train images x epochs / limit + val images x epochs / eval-limit (the compute alone)",
+                    ""]
+    sw = result.get("sweep")
+    if sw:
+        if isinstance(sw, dict) and sw.get("error"):
+            out += [f"Sweep throughput: error: {sw['error']}", ""]
+        else:
+            ss = result["settings"]
+            out += [f"Sweep throughput ({ss['sweep_trials']} trials of the smoke recipe as a seeded random search: "
+                    f"{ss['sweep_size']}px, {ss['sweep_epochs']} epochs, batch {ss['sweep_batch']})",
+                    format_table(["runner", "agents", "trials", "finished", "wall s", "mean trial s", "trials/h",
+                                  "x seed"],
+                                 [[r["runner"], str(r["agents"]), str(r["trials"]), str(r["finished"]),
+                                   _fmt(r["wall_s"]), _fmt(r.get("mean_trial_process_s")),
+                                   _fmt(r["trials_per_hour"]), _fmt(r["vs_seed"], 2) + "x"] for r in sw]),
+                    "  seed-style loop: the same trials in one process, decode every epoch, fp32, "
+                    + ("a wandb offline run per trial" if sw[-1].get("wandb_offline_per_trial") else "no wandb"),
+                    ""]
+    out.append(f"total benchmark time {result['total_s']:.0f}s")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------------------------
+# main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    preset = p.add_mutually_exclusive_group()
+    preset.add_argument("--quick", action="store_true", help="CPU preset (the default): resnet18 at 64 px, 2 epochs, 4-trial sweep")
+    preset.add_argument("--gpu-default", action="store_true",
+                        help="GPU preset: resnet50,vgg16,densenet121,efficientnet_b0,googlenet at 224 and 64, batch 256, "
+                             "5 epochs, seed workers=8, 16-trial sweep with --agents 1 and 4")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"competition-layout data (default {DEFAULT_DATA})")
+    p.add_argument("--backbones", help="comma list")
+    p.add_argument("--sizes", help="comma list of input sizes")
+    p.add_argument("--batch", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--workers", type=int, help="also run (b) with a DataLoader of N workers (0 = only workers=0)")
+    p.add_argument("--toggles", default="hflip,rotate", help="augmentation toggles for (b), (c) and the trial")
+    p.add_argument("--warmup-steps", type=int, help="(a): steps before the clock starts")
+    p.add_argument("--limit-steps", type=int, help="(a): timed steps")
+    p.add_argument("--sweep-trials", type=int)
+    p.add_argument("--agents", help="comma list of --agents values for the sweep, e.g. 1,2")
+    p.add_argument("--sweep-size", type=int)
+    p.add_argument("--sweep-epochs", type=int)
+    p.add_argument("--sweep-batch", type=int)
+    p.add_argument("--sweep-backbones", help="comma list (default the smoke recipe's backbones)")
+    p.add_argument("--no-seed-wandb", dest="seed_wandb", action="store_false",
+                   help="seed-style agent without a wandb offline run per trial")
+    p.add_argument("--wandb-mode", default="offline", choices=["offline", "disabled"],
+                   help="WANDB_MODE of the covid-sweep trial processes (default offline, as a real sweep)")
+    p.add_argument("--skip-trial", action="store_true")
+    p.add_argument("--skip-sweep", action="store_true")
+    p.add_argument("--timeout", type=float, default=3600, help="per covid-sweep command, seconds")
+    p.add_argument("--keep", action="store_true", help="keep the temporary folder (cache, homes, logs)")
+    p.add_argument("--json", type=Path, help="also write the results as JSON here")
+    args = p.parse_args(argv)
+    defaults = GPU_DEFAULT if args.gpu_default else QUICK
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
+    args.sizes = [int(s) for s in str(args.sizes).split(",") if s.strip()]
+    args.agents = [int(a) for a in str(args.agents).split(",") if a.strip()]
+    args.toggles = [t.strip() for t in args.toggles.split(",") if t.strip()]
+    args.sweep_backbones = [b.strip() for b in args.sweep_backbones.split(",")] if args.sweep_backbones else None
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    t_start = time.perf_counter()
+
+    import numpy as np
+    import torch
+
+    from covid_sweep.config import build_config
+    from covid_sweep.data import cached_images, load_split, stratified_split
+
+    device = resolve_device(args.device)
+    data = args.data.resolve()
+    work = Path(tempfile.mkdtemp(prefix="covid-bench-"))
+    cache = work / "cache"
+    result: dict[str, Any] = {"started": _dt.datetime.now().isoformat(timespec="seconds"),
+                              "device": device_info(device), "settings": {
+                                  k: v for k, v in vars(args).items() if k not in ("json", "data")} | {"data": str(data)}}
+    result["settings"].update(batch=args.batch, epochs=args.epochs)
+    try:
+        with patched_env({"COVID_SWEEP_CACHE": str(cache), "COVID_SWEEP_HOME": str(work / "home")}):
+            split = load_split(data, "train")
+            labels = np.asarray(split.labels)
+            base = build_config({"batch_size": args.batch, "epochs": args.epochs, "patience": args.epochs,
+                                 "optimizer": "adam", "device": args.device, **{t: True for t in args.toggles}})
+            train_idx, val_idx = stratified_split(labels, base.val_fraction, base.seed)
+            result["data"] = {"path": str(data), "n_images": len(labels), "n_train": len(train_idx),
+                              "n_val": len(val_idx), "cache": {}}
+
+            def cache_for(size: int):
+                key = str(size)
+                if key not in result["data"]["cache"]:
+                    started = time.perf_counter()
+                    cached_images(split, size)  # cold: decode + resize + write the .npy
+                    build = time.perf_counter() - started
+                    started = time.perf_counter()
+                    images = cached_images(split, size)  # warm: what every later trial pays
+                    result["data"]["cache"][key] = {"build_s": build, "hit_s": time.perf_counter() - started}
+                return cached_images(split, size)
+
+            rows, limits = [], {}
+            for backbone in args.backbones:
+                for size in args.sizes:
+                    row: dict[str, Any] = {"backbone": backbone, "size": size, "batch": args.batch}
+                    print(f"[throughput] {backbone} {size}px ...", file=sys.stderr, flush=True)
+                    try:
+                        images = cache_for(size)
+                        row["cache_build_s"] = result["data"]["cache"][str(size)]["build_s"]
+                        config = base.model_copy(update={"backbone": backbone, "input_size": size})
+                        row.update(measure_limit(backbone, size, args.batch, device, args.warmup_steps, args.limit_steps))
+                        limits[(backbone, size)] = row
+                        paths = split.paths
+                        train_paths = [paths[i] for i in train_idx]
+                        seed = measure_seed_style(backbone, config, train_paths, labels[train_idx].tolist(), device,
+                                                  args.epochs, 0)
+                        row.update(seed_img_s=seed["img_s"], seed_steady_img_s=seed["steady_img_s"],
+                                   seed_epoch_s=seed["epoch_s"])
+                        if args.workers:
+                            seed_w = measure_seed_style(backbone, config, train_paths, labels[train_idx].tolist(),
+                                                        device, args.epochs, args.workers)
+                            row.update(seed_workers=args.workers, seed_workers_img_s=seed_w["img_s"],
+                                       seed_workers_ratio=_ratio(seed_w["img_s"], row["limit_img_s"]))
+                        covid = measure_covid(backbone, config, images, labels, train_idx, val_idx)
+                        row.update(covid_img_s=covid["img_s"], covid_steady_img_s=covid["steady_img_s"],
+                                   covid_eval_img_s=covid["eval_img_s"], covid_train_epoch_s=covid["train_epoch_s"],
+                                   covid_eval_epoch_s=covid["eval_epoch_s"], covid_eval_included=False)
+                        row.update(seed_ratio=_ratio(row["seed_img_s"], row["limit_img_s"]),
+                                   covid_ratio=_ratio(row["covid_img_s"], row["limit_img_s"]),
+                                   covid_vs_seed=_ratio(row["covid_img_s"], row["seed_img_s"]))
+                        if row["covid_steady_img_s"] is None:  # one epoch: no steady state to separate
+                            row["covid_steady_img_s"] = row["covid_img_s"]
+                    except torch.cuda.OutOfMemoryError as err:
+                        row["error"] = f"CUDA OOM: {str(err).splitlines()[0]}"
+                        free_device_memory(device)
+                    rows.append(row)
+            result["throughput"] = rows
+
+            split_sizes = {"train": len(train_idx), "val": len(val_idx)}
+            if not args.skip_trial:
+                print("[trial] one real trial under the embedded controller ...", file=sys.stderr, flush=True)
+                cache_for(args.sizes[0])
+                try:
+                    result["trial"] = measure_trial(args, data, work, cache, limits, split_sizes)
+                except (RuntimeError, subprocess.TimeoutExpired) as err:
+                    result["trial"] = {"error": str(err)}
+            if not args.skip_sweep:
+                print(f"[sweep] {args.sweep_trials} trials with --agents {args.agents} and the seed-style loop ...",
+                      file=sys.stderr, flush=True)
+                cache_for(args.sweep_size)
+                try:
+                    result["sweep"] = measure_sweeps(args, data, work, cache, device)
+                except (RuntimeError, subprocess.TimeoutExpired) as err:
+                    result["sweep"] = {"error": str(err)}
+    finally:
+        if args.keep:
+            print(f"kept {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    result["total_s"] = time.perf_counter() - t_start
+    print(render(result), flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2, default=str))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""benchmarks/pipeline.py runs end to end on a tiny data set and reports every column (never timings)."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "pipeline.py"
+
+
+def load_pipeline():
+    spec = importlib.util.spec_from_file_location("benchmark_pipeline", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def positive(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+@pytest.mark.timeout(120)
+def test_pipeline_benchmark_reports_every_column(tiny_data, tmp_path, capsys):
+    bench = load_pipeline()
+    out = tmp_path / "bench.json"
+    result = bench.main([
+        "--data", str(tiny_data), "--device", "cpu", "--backbones", "resnet18", "--sizes", "32",
+        "--batch", "8", "--epochs", "1", "--warmup-steps", "1", "--limit-steps", "1",
+        "--sweep-trials", "1", "--agents", "1", "--sweep-size", "32", "--sweep-batch", "8", "--sweep-epochs", "1",
+        "--sweep-backbones", "resnet18", "--wandb-mode", "disabled", "--no-seed-wandb", "--json", str(out),
+    ])
+    assert json.loads(out.read_text())["settings"]["batch"] == 8
+    printed = capsys.readouterr().out
+    for title in ("Training throughput", "Trial wall time", "Sweep throughput", "device: cpu"):
+        assert title in printed
+
+    assert result["device"]["type"] == "cpu" and result["device"]["name"]
+    [row] = result["throughput"]
+    assert "error" not in row
+    for column in bench.THROUGHPUT_COLUMNS:
+        assert column in row, column
+        if column not in ("backbone", "cache_build_s"):
+            assert positive(row[column]), (column, row[column])
+    assert row["cache_build_s"] >= 0
+
+    trial = result["trial"]
+    assert "error" not in trial, trial.get("error")
+    for column in bench.TRIAL_COLUMNS:
+        assert column in trial, column
+        if column != "backbone":
+            assert positive(trial[column]), (column, trial[column])
+
+    sweep = result["sweep"]
+    assert isinstance(sweep, list), sweep
+    assert [r["runner"] for r in sweep] == ["covid-sweep sweep", "seed-style loop"]
+    for r in sweep:
+        for column in bench.SWEEP_COLUMNS:
+            assert column in r, column
+            if column != "runner":
+                assert positive(r[column]), (column, r[column])
+        assert r["finished"] == r["trials"] == 1
+    # the seed-style loop ran exactly the trials the sweep ran
+    assert sweep[0]["params"] == sweep[1]["params"]
