@@ -14,12 +14,12 @@ from covid_sweep.sweep.child import TrialProcess
 from covid_sweep.sweep.store import Store
 
 
-def main() -> int:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--store", type=Path)
     parser.add_argument("--trial", type=int)
     parser.add_argument("--home", type=Path)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     store = Store(args.store)
     trial = store.trial(args.trial)
     process = TrialProcess(store, trial, store.sweep(trial.sweep_id))

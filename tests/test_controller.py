@@ -13,10 +13,12 @@ from click.testing import CliRunner
 
 from covid_sweep.cli import main
 from covid_sweep.sweep.controller import Controller, new_sweep
+from covid_sweep.sweep.launcher import ForkLauncher
 from covid_sweep.sweep.store import Store
 
 HERE = Path(__file__).parent
-FAKE_TRIAL = (sys.executable, str(HERE / "fake_trial.py"))
+# fake_trial is importable because pytest puts tests/ on sys.path, which the forkserver inherits
+FAKE_LAUNCHER = ForkLauncher("fake_trial:main", preload=("covid_sweep.sweep.child",))
 METRIC = {"name": "val_auc", "goal": "maximize"}
 
 
@@ -26,7 +28,7 @@ def store(tmp_path):
 
 
 def run_controller(store, sweep, tmp_path, **kwargs):
-    controller = Controller(store, sweep, tmp_path / "home", trial_argv=FAKE_TRIAL, poll_s=0.05,
+    controller = Controller(store, sweep, tmp_path / "home", launcher=FAKE_LAUNCHER, poll_s=0.05,
                             log=lambda *_: None, **kwargs)
     return controller.run()
 
@@ -175,3 +177,23 @@ def test_status_cli_sorts_by_metric(store, tmp_path):
     assert f"{best.name} [best]" in marked.output
     missing = CliRunner().invoke(main, ["status", "nope", "--home", str(tmp_path / "home")])
     assert missing.exit_code == 1 and "no sweep 'nope'" in missing.output
+
+
+def test_seeded_sweep_suggestions_are_reproducible_across_processes(tmp_path):
+    """The same seed gives the same first suggestions in a fresh process as in this one."""
+    import json
+
+    import covid_sweep.agent  # noqa: F401 - this process has torch, sklearn, wandb... imported; the fresh one not
+    from covid_sweep.sweep import engine
+
+    config = {"method": "bayes", "metric": {"name": "val_auc", "goal": "maximize"},
+              "parameters": {"backbone": {"values": ["a", "b", "c", "d", "e", "f"]},
+                                                 "lr": {"min": 0.0, "max": 1.0}}}
+    code = ("import json, sys; from covid_sweep.sweep.store import Store; from covid_sweep.sweep import engine; "
+            "s = Store(sys.argv[1]); w = s.sweep('sw'); print(json.dumps(engine.suggest(s, w, [])))")
+    store = Store(tmp_path / "s.db")
+    store.create_sweep("sw", "n", "t.yaml", config, None, seed=11)
+    fresh = subprocess.run([sys.executable, "-c", code, str(tmp_path / "s.db")], capture_output=True, text=True,
+                           timeout=120)
+    assert fresh.returncode == 0, fresh.stderr
+    assert json.loads(fresh.stdout) == engine.suggest(store, store.sweep("sw"), [])

@@ -1,4 +1,4 @@
-"""The embedded, air-gapped sweep controller: W&B's engine + the SQLite store + one subprocess per trial.
+"""The embedded, air-gapped sweep controller: W&B's engine + the SQLite store + one process per trial.
 
 Several controllers (or one with --agents K) can share a store: suggestions are made inside an
 exclusive SQLite transaction, so no two agents ever receive the same one.
@@ -10,19 +10,17 @@ import os
 import secrets
 import signal
 import socket
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from covid_sweep import paths
 from covid_sweep.sweep import engine
+from covid_sweep.sweep.launcher import ForkLauncher, TrialHandle
 from covid_sweep.sweep.store import ACTIVE, Store, Sweep, Trial
 
 MAX_ATTEMPTS = 2  # an interrupted trial is retried once; interrupted again, it counts as failed
 STALE_CONTROLLER_S = 60.0
-DEFAULT_TRIAL_ARGV = (sys.executable, "-m", "covid_sweep.agent")
 
 
 def new_sweep(store: Store, config: dict, source: str, data_dir: str | None, seed: int | None = None) -> Sweep:
@@ -34,7 +32,7 @@ def new_sweep(store: Store, config: dict, source: str, data_dir: str | None, see
 @dataclass
 class Slot:
     trial: Trial
-    process: subprocess.Popen
+    process: TrialHandle
     log: Path
     stop_sent: bool = False
 
@@ -65,11 +63,12 @@ def _owner_alive(store: Store, owner: str | None) -> bool:
 
 class Controller:
     def __init__(self, store: Store, sweep: Sweep, home: Path, agents: int = 1, count: int | None = None,
-                 gpus: list[str] | None = None, trial_argv: tuple[str, ...] = DEFAULT_TRIAL_ARGV,
+                 gpus: list[str] | None = None, launcher: ForkLauncher | None = None,
                  poll_s: float = 0.5, log=print):
         self.store, self.sweep, self.home = store, sweep, Path(home)
         self.agents, self.count, self.gpus = agents, count, gpus or []
-        self.trial_argv, self.poll_s, self.log = tuple(trial_argv), poll_s, log
+        self.launcher = launcher or ForkLauncher()
+        self.poll_s, self.log = poll_s, log
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self.slots: dict[int, Slot] = {}
         self._shutdown = False
@@ -121,10 +120,8 @@ class Controller:
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.agents))
         if self.gpus:
             env["CUDA_VISIBLE_DEVICES"] = self.gpus[len(self.slots) % len(self.gpus)]
-        argv = [*self.trial_argv, "--store", str(self.store.path), "--trial", str(trial.id), "--home", str(self.home)]
-        with log.open("ab") as fh:
-            # own session: a Ctrl-C in the terminal reaches the controller, which then tells each trial
-            process = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        argv = ["--store", str(self.store.path), "--trial", str(trial.id), "--home", str(self.home)]
+        process = self.launcher.start(argv, log, env)
         self.store.mark_running(trial.id, process.pid)
         self.log(f"trial {trial.name} started (pid {process.pid}): {trial.params}")
         return Slot(trial, process, log)
@@ -205,9 +202,7 @@ class Controller:
             _signal_quietly(slot.process.pid, sig)
         deadline = time.time() + grace_s
         for slot in self.slots.values():
-            try:
-                slot.process.wait(max(0.1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
+            if slot.process.wait(max(0.1, deadline - time.time())) is None:
                 slot.process.kill()
         self._collect()
 

@@ -12,6 +12,9 @@ from covid_sweep.sweep.store import Store, Sweep, Trial
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import sweeps
+    # next_run imports these (and sklearn, scipy, pandas) on first use; an import draws from the
+    # global RNG, so done inside suggest() it would shift the first suggestion of a seeded sweep
+    from sweeps import bayes_search, grid_search, random_search  # noqa: F401
 
 # stopped (hyperband / user) trials count as finished: their history is real, and W&B imputes only
 # failures. Interrupted trials are retried, so the retry stands in for them.
