@@ -14,7 +14,7 @@ Measures in ONE run on ONE machine, and prints side by side:
                            records with the evaluation time separated out,
                with each one's ratio to (a);
   trial        one real trial (`covid-sweep sweep` with --count 1, which runs
-               `python -m covid_sweep.agent` under the embedded controller) vs its compute floor
+               a trial process forked by the embedded controller) vs its compute floor
                (train images x epochs / limit img/s + val images x epochs / eval-limit img/s);
   sweep        trials/hour of `covid-sweep sweep` on a generated smoke-recipe sweep with
                --agents 1 and --agents K, vs a seed-style agent (the same trials run one after
@@ -428,7 +428,7 @@ def _failed(trials: list, home: Path) -> str:
 
 
 def measure_trial(args, data: Path, work: Path, cache: Path, limits: dict, split_sizes: dict) -> dict:
-    """One real trial: the embedded controller (in this process) spawns `python -m covid_sweep.agent`."""
+    """One real trial: the embedded controller (in this process) forks a trial process running covid_sweep.agent.main."""
     from covid_sweep.sweep.controller import Controller, new_sweep
     from covid_sweep.sweep.spec import load_spec
     from covid_sweep.sweep.store import Store
@@ -467,7 +467,7 @@ def measure_trial(args, data: Path, work: Path, cache: Path, limits: dict, split
             "trial_wall_s": wall, "trial_process_s": process_s, "fit_epochs_s": fit_s, "floor_s": floor,
             "wall_over_floor": _ratio(wall, floor), "process_over_floor": _ratio(process_s, floor),
             "fit_over_floor": _ratio(fit_s, floor), "train_images_per_epoch": per_epoch, "val_images": n_val,
-            "note": "trial_wall_s: the embedded controller's claim + spawn of `python -m covid_sweep.agent` "
+            "note": "trial_wall_s: the embedded controller's claim + fork of the trial process "
                     "until its exit is seen (poll 0.02 s); trial_process_s: the store's started->ended of the "
                     "trial process (after its imports, before wandb's finish); fit_epochs_s: sum of fit's "
                     "epoch_time (train + eval); floor_s: train images x epochs / limit img/s + val images x "
@@ -626,7 +626,7 @@ def render(result: dict) -> str:
         if t.get("error"):
             out += [f"Trial wall time: error: {t['error']}", ""]
         else:
-            out += ["Trial wall time (one real trial: the embedded controller runs python -m covid_sweep.agent)",
+            out += ["Trial wall time (one real trial: the embedded controller forks a covid_sweep.agent trial process)",
                     format_table(["backbone", "size", "batch", "epochs", "trial wall s", "in-process s",
                                   "fit epochs s", "floor s", "wall/floor", "in-process/floor", "fit/floor"],
                                  [[t["backbone"], str(t["size"]), str(t["batch"]), str(t["epochs"]),

@@ -36,7 +36,7 @@ def data_dir_for(config: TrialConfig) -> Path:
     value = config.data_dir or os.environ.get(DATA_ENV)
     if not value:
         raise ConfigError(f"data_dir: not set; pass --data DATA, set a data_dir parameter, or export {DATA_ENV}")
-    return Path(value).absolute()
+    return Path(os.path.abspath(value))  # absolute and without '..': valid from any working directory
 
 
 def run_trial(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -46,7 +47,7 @@ def sweep(sweep_file, data, count, agents, gpus, resume_id, seed, home) -> None:
         if sweep_file is None:
             raise UserError("give a SWEEP_FILE, or --resume ID")
         config = load_spec(sweep_file)
-        data_dir = str(resolve_data(data).absolute()) if data else None
+        data_dir = os.path.abspath(resolve_data(data)) if data else None
         if data_dir is None and "data_dir" not in config["parameters"]:
             raise UserError("--data is required (or a data_dir parameter in the sweep)")
         the_sweep = new_sweep(store, config, str(sweep_file), data_dir, seed)
