@@ -140,3 +140,15 @@ def test_k_fold_needs_enough_images_per_class(tiny_config_values, tmp_path):
 
     with pytest.raises(DataError, match="20-fold cross-validation needs at least 20 images of each class"):
         run_trial(build_config({**tiny_config_values, "folds": 20}), tmp_path / "m", progress=False)
+
+
+def test_train_cli_retrains_from_an_artifact_config_as_k_fold(tiny_config_values, tmp_path):
+    first = run_trial(build_config(tiny_config_values), tmp_path / "winner", progress=False)
+    out = tmp_path / "ensemble"
+    result = CliRunner().invoke(main, ["train", "--config", str(first.artifact / "config.json"), "--folds", "3",
+                                       "--epochs", "1", "--out", str(out), "--wandb-mode", "disabled", "--quiet"])
+    assert result.exit_code == 0, result.output
+    config = load_artifact(out).config
+    assert config.folds == 3 and config.data_dir == build_config(tiny_config_values).data_dir.absolute()
+    missing = CliRunner().invoke(main, ["train", "--epochs", "1"])
+    assert missing.exit_code == 1 and "--data is required" in missing.output

@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from covid_sweep import paths
-from covid_sweep.cli.options import data_option, home_option, make_config, resolve_data, trial_options
+from covid_sweep.cli.options import home_option, make_config, resolve_data, trial_options
+from covid_sweep.errors import UserError
 
 
 @click.command("check-data")
@@ -28,7 +29,9 @@ def check_data(data: str) -> None:
 
 
 @click.command()
-@data_option
+@click.option("--data", default=None, metavar="DATA",
+              help="Data folder in the competition layout, or a data set name (ucsd-covid-ct); "
+                   "default: data_dir of --config.")
 @home_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Artifact folder to write (must not exist); default HOME/artifacts/train/<backbone>-<time>.")
@@ -42,7 +45,9 @@ def train(data, home, out, wandb_mode, project, quiet, config_file, trial_values
     from covid_sweep.tracking import Tracker
     from covid_sweep.trial import run_trial
 
-    config = make_config(config_file, trial_values, resolve_data(data))
+    config = make_config(config_file, trial_values, resolve_data(data) if data else None)
+    if config.data_dir is None:
+        raise UserError("--data is required (or a data_dir in --config)")
     root = paths.home(home)
     name = f"{config.backbone}-{time.strftime('%Y%m%d-%H%M%S')}"
     out = out or paths.trial_artifact_dir(root, "train", name)
