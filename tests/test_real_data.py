@@ -38,3 +38,44 @@ def test_smoke_sweep_on_the_real_set(tmp_path):
     assert len(list((home / "wandb").glob("offline-run-*"))) == 6
     for trial in trials:
         assert (home / "artifacts" / sweep.id / trial.name / "model.safetensors").exists()
+
+
+def test_real_trial_on_a_few_dozen_images_reproduces_its_val_accuracy(tmp_path):
+    """A 2-epoch trial on 48 real slices; the artifact alone reproduces the logged val accuracy exactly."""
+    import csv
+    import shutil
+
+    import numpy as np
+    import torch
+
+    from covid_sweep.artifact import load_artifact
+    from covid_sweep.config import build_config
+    from covid_sweep.data import cached_images, load_split, stratified_split
+    from covid_sweep.metrics import binary_metrics
+    from covid_sweep.train import predict_probs
+    from covid_sweep.trial import run_trial
+
+    rows = list(csv.DictReader((REAL_DATA / "train.csv").open()))
+    subset = [r for r in rows if r["COVID"] == "0"][:24] + [r for r in rows if r["COVID"] == "1"][:24]
+    data = tmp_path / "data"
+    for folder in ("train", "test"):
+        (data / folder).mkdir(parents=True)
+    for row in subset:  # copied into the test's tmp folder, never into the repo
+        shutil.copy(REAL_DATA / "train" / row["file_name"], data / "train" / row["file_name"])
+    with (data / "train.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["file_name", "COVID"])
+        writer.writerows((r["file_name"], r["COVID"]) for r in subset)
+    shutil.copy(REAL_DATA / "train" / subset[0]["file_name"], data / "test" / "t.png")
+    (data / "sample_submission.csv").write_text("file_name,COVID\nt.png,0\n")
+
+    config = build_config({"backbone": "resnet18", "input_size": 64, "epochs": 2, "batch_size": 16,
+                           "val_fraction": 0.25, "data_dir": str(data)})
+    result = run_trial(config, tmp_path / "model", progress=False)
+    loaded = load_artifact(result.artifact)
+    split = load_split(data, "train")
+    _, val_idx = stratified_split(split.labels, config.val_fraction, config.seed)
+    images = np.asarray(cached_images(split, config.input_size))[val_idx]
+    probs = predict_probs(loaded.model, images, 16, torch.device("cpu"))
+    logged = loaded.metrics["best"]["val_acc"]
+    assert binary_metrics(np.asarray(split.labels)[val_idx], probs)["acc"] == logged
