@@ -127,7 +127,8 @@ def predict_probs(model: nn.Module, images: np.ndarray, batch_size: int, device:
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
-        batch = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).to(device)
+        # np.require copies only a read-only (memory-mapped) slice, which torch will not wrap
+        batch = torch.from_numpy(np.require(images[start:start + batch_size], requirements=["W", "C"])).to(device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
             logits = model(augment.to_model_input(batch))
         out.append(torch.softmax(logits.float(), dim=1)[:, 1].cpu())
