@@ -50,7 +50,8 @@ def _grad_cam_one(model: nn.Module, images_uint8: np.ndarray) -> np.ndarray:
 
     handle = layer.register_forward_hook(keep)
     try:
-        x = to_model_input(torch.from_numpy(np.ascontiguousarray(images_uint8))).requires_grad_(True)
+        device = next(model.parameters()).device
+        x = to_model_input(torch.from_numpy(np.ascontiguousarray(images_uint8)).to(device)).requires_grad_(True)
         logits = model(x)
         model.zero_grad(set_to_none=True)
         logits[:, 1].sum().backward()
@@ -59,9 +60,9 @@ def _grad_cam_one(model: nn.Module, images_uint8: np.ndarray) -> np.ndarray:
     weights = saved["grad"].mean(dim=(2, 3), keepdim=True)
     cam = torch.relu((weights * saved["act"]).sum(dim=1)).detach()
     size = images_uint8.shape[1:3]
-    cam = nn.functional.interpolate(cam[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    cam = nn.functional.interpolate(cam[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
     peak = cam.flatten(1).max(dim=1).values.clamp_min(1e-8)[:, None, None]
-    return (cam / peak).numpy()
+    return (cam / peak).cpu().numpy()
 
 
 def overlay(image_rgb: np.ndarray, cam: np.ndarray, alpha: float = 0.4) -> np.ndarray:
@@ -91,7 +92,8 @@ def most_confident(probs: np.ndarray, labels: np.ndarray, threshold: float, n: i
 def explain(artifact: LoadedArtifact, split: Split, labels: np.ndarray, out: Path, n: int = 4) -> list[Explained]:
     size = artifact.config.input_size
     images = decode_resized(split, size)
-    probs = predict_probs(artifact.model, images, artifact.config.batch_size, torch.device("cpu"))
+    device = next(artifact.model.parameters()).device
+    probs = predict_probs(artifact.model, images, artifact.config.batch_size, device)
     chosen = most_confident(probs, labels, artifact.threshold, n)
     out.mkdir(parents=True, exist_ok=True)
     cams = grad_cam(artifact.model, images[chosen]) if chosen else []

@@ -25,7 +25,9 @@ from torch import nn
 from covid_sweep import __version__
 from covid_sweep.artifact import FILES, LoadedArtifact
 from covid_sweep.augment import MEAN, STD
+from covid_sweep.data import load_split
 from covid_sweep.errors import UserError
+from covid_sweep.explain import explain, labels_for
 from covid_sweep.predict import Prediction, predict_images, predict_split, sample_ids
 from covid_sweep.submission import probabilities_text, submission_text, umask_mode
 
@@ -151,7 +153,21 @@ def _fmt(value) -> str:
     return "-" if value is None else str(value)
 
 
-def model_card(artifact: LoadedArtifact, provenance: Provenance, prediction: Prediction) -> str:
+def _gradcam_section(explained: Sequence) -> list[str]:
+    if not explained:
+        return ["## Grad-CAM", "", "No overlays: the data has no `test_labels.csv` to tell right from wrong "
+                "(`covid-sweep explain --labels FILE` makes them).", ""]
+    lines = ["## Grad-CAM: most confident right and wrong test predictions", "",
+             "Each image: the input slice, then the Grad-CAM heat map of the COVID logit over it.", ""]
+    for item in explained:
+        verdict = "right" if item.correct else "wrong"
+        lines += [f"**{verdict}**, label {item.label}, P(COVID) = {item.prob:.3f}, `{item.file_name}`", "",
+                  f"![{verdict} {item.file_name}](explain/{item.path.name})", ""]
+    return lines
+
+
+def model_card(artifact: LoadedArtifact, provenance: Provenance, prediction: Prediction,
+               explained: Sequence = ()) -> str:
     config, metrics, metadata = artifact.config, artifact.metrics, artifact.metadata
     best = metrics.get("best", {})
     val_rows = [(k, v) for k, v in best.items() if k.startswith("val_")]
@@ -184,8 +200,9 @@ def model_card(artifact: LoadedArtifact, provenance: Provenance, prediction: Pre
         "",
         "## Decision threshold",
         "",
-        f"**{artifact.threshold:.6g}**: COVID = 1 when P(COVID) >= {artifact.threshold:.6g}. Chosen on the validation "
-        "split (the cut that maximises validation accuracy), not on test data.",
+        f"**{artifact.threshold:.6g}**: COVID = 1 when P(COVID) >= {artifact.threshold:.6g}. Chosen on validation "
+        "(out-of-fold predictions for a K-fold ensemble), not on test data: of the cuts within one standard error "
+        "of the best validation accuracy, the one closest to 0.5.",
         "",
         f"## Validation metrics (best epoch {metrics.get('best_epoch', '-')}, monitor {metrics.get('monitor', '-')})",
         "",
@@ -225,6 +242,7 @@ def model_card(artifact: LoadedArtifact, provenance: Provenance, prediction: Pre
         f"`model.to(\"cuda\")` moves it to a GPU. This code predicts one view per image; `submission.csv` used "
         f"the mean P(COVID) over: {tta}.",
         "",
+        *_gradcam_section(explained),
     ]
     return "\n".join(lines)
 
@@ -278,6 +296,15 @@ def install(staging: Path, out_dir: Path, force: bool) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
+def _explain_if_labelled(artifact: LoadedArtifact, data_dir: Path, out: Path, n: int = 2) -> list:
+    """Grad-CAM overlays for the card, where DATA/test_labels.csv tells right from wrong (never used to choose)."""
+    labels_csv = Path(data_dir) / "test_labels.csv"
+    if not labels_csv.is_file():
+        return []
+    split = load_split(Path(data_dir), "test")
+    return explain(artifact, split, labels_for(split, labels_csv), out, n)
+
+
 def export_bundle(artifact: LoadedArtifact, data_dir: Path, out_dir: Path, provenance: Provenance,
                   views: Sequence[str], force: bool = False,
                   before_install: Callable[[], None] | None = None) -> ExportResult:
@@ -299,7 +326,8 @@ def export_bundle(artifact: LoadedArtifact, data_dir: Path, out_dir: Path, prove
         (staging / "submission.csv").write_text(submission)
         (staging / "probabilities.csv").write_text(probabilities)
         write_model_dir(artifact, staging / "model")
-        (staging / "model_card.md").write_text(model_card(artifact, provenance, prediction))
+        explained = _explain_if_labelled(artifact, data_dir, staging / "explain")
+        (staging / "model_card.md").write_text(model_card(artifact, provenance, prediction, explained))
         files = tuple(sorted(os.listdir(staging)))
         if before_install is not None:
             before_install()

@@ -38,3 +38,13 @@ def test_explain_cli_writes_overlays(tiny_config_values, tiny_data, tmp_path):
     missing = CliRunner().invoke(main, ["explain", "--model", str(result.artifact), "--data", str(tiny_data),
                                         "--out", str(out)])
     assert missing.exit_code == 1 and "test_labels.csv: no labels" in missing.output
+
+
+def test_export_skips_overlays_without_test_labels(tiny_config_values, tiny_data, tmp_path):
+    from covid_sweep.export import _explain_if_labelled, _gradcam_section
+
+    artifact = load_artifact(run_trial(build_config(tiny_config_values), tmp_path / "m", progress=False).artifact)
+    (tiny_data / "test_labels.csv").unlink()
+    assert _explain_if_labelled(artifact, tiny_data, tmp_path / "cams") == []
+    assert not (tmp_path / "cams").exists()
+    assert "No overlays" in "\n".join(_gradcam_section([]))

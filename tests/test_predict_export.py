@@ -144,10 +144,19 @@ def exported(trained, tmp_path_factory):
     return out, result
 
 
+def test_model_card_shows_grad_cam_overlays_of_right_and_wrong(exported):
+    out, _ = exported
+    card = (out / "model_card.md").read_text()
+    images = sorted((out / "explain").glob("*.png"))
+    assert images and "## Grad-CAM" in card
+    for image in images:
+        assert f"](explain/{image.name})" in card
+
+
 def test_exported_torchscript_runs_in_a_fresh_process_without_covid_sweep(trained, exported):
     data, artifact_dir = trained
     out, result = exported
-    assert sorted(result.files) == ["model", "model_card.md", "probabilities.csv", "submission.csv"]
+    assert sorted(result.files) == ["explain", "model", "model_card.md", "probabilities.csv", "submission.csv"]
     in_process = predict_split(load_artifact(artifact_dir), data)  # one view, as the card's code
     # the loading code of the model card itself, run where covid_sweep is never imported
     code = _card_code((out / "model_card.md").read_text()) + (

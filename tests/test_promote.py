@@ -142,7 +142,8 @@ def test_alias_moves_to_each_new_winner(trained, tmp_path, home):
     result = export_best("sw1", data, out, home=home)
     assert store.alias("sw1", "best") == first.id and result.previous is None
     assert result.provenance.trial_id == "sw1-001" and result.provenance.value == pytest.approx(0.6)
-    assert sorted(p.name for p in out.iterdir()) == ["model", "model_card.md", "probabilities.csv", "submission.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["explain", "model", "model_card.md", "probabilities.csv",
+                                                     "submission.csv"]
 
     second = add_trial(store, "sw1-002", "finished", [0.7], artifact)
     add_trial(store, "sw1-003", "failed", [0.99], artifact)
