@@ -132,6 +132,3 @@ def prefetch_weights(names: Iterable[str]) -> list[str]:
     return fetched
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-

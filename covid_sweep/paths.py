@@ -19,7 +19,3 @@ def store_path(root: Path) -> Path:
 
 def trial_artifact_dir(root: Path, sweep_id: str, trial_name: str) -> Path:
     return root / "artifacts" / sweep_id / trial_name
-
-
-def wandb_dir(root: Path) -> Path:
-    return root

@@ -163,12 +163,6 @@ class Store:
             raise StoreError(f"{self.path}: no trial {trial_id}")
         return Trial.from_row(row)
 
-    def trial_by_name(self, name: str) -> Trial:
-        row = self.conn.execute("SELECT * FROM trials WHERE name=?", (name,)).fetchone()
-        if row is None:
-            raise StoreError(f"{self.path}: no trial {name!r}")
-        return Trial.from_row(row)
-
     def trials(self, sweep_id: str, states: tuple[str, ...] | None = None) -> list[Trial]:
         query, args = "SELECT * FROM trials WHERE sweep_id=?", [sweep_id]
         if states:
