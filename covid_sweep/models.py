@@ -130,5 +130,3 @@ def prefetch_weights(names: Iterable[str]) -> list[str]:
         _load_pretrained(name)
         fetched.append(name)
     return fetched
-
-
