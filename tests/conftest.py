@@ -37,8 +37,10 @@ def _slice(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def write_image(path: Path, gray: np.ndarray, kind: str) -> None:
-    """kind: gray-png, rgb-png, jpg, rgba-png."""
-    if kind == "gray-png":
+    """kind: gray-png, rgb-png, jpg, rgba-png, gray16-png."""
+    if kind == "gray16-png":
+        cv2.imwrite(str(path), gray.astype(np.uint16) * 200)
+    elif kind == "gray-png":
         cv2.imwrite(str(path), gray)
     elif kind == "rgb-png":
         cv2.imwrite(str(path), cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR))
@@ -60,7 +62,7 @@ def _write_csv(path: Path, rows) -> None:
 def make_dataset(root: Path, n_train: int = 24, n_test: int = 8, seed: int = 0) -> Path:
     """A competition-layout data set of mixed formats and sizes, with test_labels.csv for scoring."""
     rng = np.random.default_rng(seed)
-    kinds = ["gray-png", "rgb-png", "jpg", "rgba-png"]
+    kinds = ["gray-png", "rgb-png", "jpg", "rgba-png", "gray16-png"]
     for split, n in (("train", n_train), ("test", n_test)):
         (root / split).mkdir(parents=True)
         rows = []
@@ -81,6 +83,24 @@ def make_dataset(root: Path, n_train: int = 24, n_test: int = 8, seed: int = 0) 
 @pytest.fixture
 def tiny_data(tmp_path) -> Path:
     return make_dataset(tmp_path / "data")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(data dir, artifact dir): a real resnet18 trained one epoch at input size 32 on 12 tiny images."""
+    from covid_sweep.config import build_config
+    from covid_sweep.trial import run_trial
+
+    root = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("COVID_SWEEP_CACHE", str(root / "cache"))
+        mp.setenv("WANDB_MODE", "disabled")
+        data = make_dataset(root / "data", n_train=12, n_test=6, seed=1)
+        config = build_config({"backbone": "resnet18", "input_size": 32, "epochs": 1, "batch_size": 4,
+                               "val_fraction": 0.25, "amp": False, "device": "cpu", "data_dir": str(data)})
+        result = run_trial(config, root / "artifact", progress=False, trial_name="t1")
+    assert result.state == "finished"
+    return data, result.artifact
 
 
 @pytest.fixture

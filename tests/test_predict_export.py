@@ -34,42 +34,7 @@ from covid_sweep.trial import run_trial
 CPU = torch.device("cpu")
 
 
-def make_images(root: Path, n_train: int = 12, n_test: int = 6) -> Path:
-    """Competition layout of 40x40 images in the formats the decoder handles: gray, RGB, RGBA, 16-bit PNG."""
-    rng = np.random.default_rng(1)
-    for split, n in (("train", n_train), ("test", n_test)):
-        (root / split).mkdir(parents=True)
-        rows = []
-        for i in range(n):
-            label = i % 2
-            gray = rng.normal(60 + 80 * label, 25, (40, 40)).clip(0, 255).astype(np.uint8)
-            kind = i % 4
-            image = [gray, cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), cv2.cvtColor(gray, cv2.COLOR_GRAY2BGRA),
-                     gray.astype(np.uint16) * 200][kind]
-            cv2.imwrite(str(root / split / f"{split}{i}.png"), image)
-            rows.append((f"{split}{i}.png", label))
-        names = ["train.csv"] if split == "train" else ["test_labels.csv", "sample_submission.csv"]
-        for name in names:
-            with (root / name).open("w", newline="") as fh:
-                writer = csv.writer(fh)
-                writer.writerow(["file_name", "COVID"])
-                writer.writerows((f, 0 if name == "sample_submission.csv" else y) for f, y in rows)
-    return root
 
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """(data dir, artifact dir) of a real resnet18 trained one epoch at input size 32."""
-    root = tmp_path_factory.mktemp("trained")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("COVID_SWEEP_CACHE", str(root / "cache"))
-        mp.setenv("WANDB_MODE", "disabled")
-        data = make_images(root / "data")
-        config = build_config({"backbone": "resnet18", "input_size": 32, "epochs": 1, "batch_size": 4,
-                               "val_fraction": 0.25, "amp": False, "device": "cpu", "data_dir": str(data)})
-        result = run_trial(config, root / "artifact", tracker=None, progress=False, trial_name="t1")
-    assert result.state == "finished"
-    return data, result.artifact
 
 
 def _provenance(artifact: Path) -> Provenance:
