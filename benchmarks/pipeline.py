@@ -175,15 +175,19 @@ def measure_limit(backbone: str, size: int, batch: int, device, warmup: int, ste
         loss.backward()
         optimizer.step()
 
+    def timed(step) -> float:
+        """Seconds for `steps` calls after `warmup` untimed ones, device work included."""
+        for _ in range(warmup):
+            step()
+        sync(device)
+        started = time.perf_counter()
+        for _ in range(steps):
+            step()
+        sync(device)
+        return time.perf_counter() - started
+
     model.train()
-    for _ in range(warmup):
-        train_step()
-    sync(device)
-    started = time.perf_counter()
-    for _ in range(steps):
-        train_step()
-    sync(device)
-    train_s = time.perf_counter() - started
+    train_s = timed(train_step)
 
     model.eval()
     with torch.no_grad():
@@ -191,14 +195,7 @@ def measure_limit(backbone: str, size: int, batch: int, device, warmup: int, ste
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
                 model(x)
 
-        for _ in range(warmup):
-            eval_step()
-        sync(device)
-        started = time.perf_counter()
-        for _ in range(steps):
-            eval_step()
-        sync(device)
-        eval_s = time.perf_counter() - started
+        eval_s = timed(eval_step)
     del model, optimizer, x, y
     free_device_memory(device)
     return {"limit_img_s": batch * steps / train_s, "limit_eval_img_s": batch * steps / eval_s,
