@@ -88,16 +88,6 @@ def cpu_cores() -> int:
         return os.cpu_count() or 1
 
 
-def resolve_device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: CUDA is not available")
-    return torch.device(name)
-
-
 def device_info(device) -> dict:
     import torch
 
@@ -713,8 +703,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     from covid_sweep.config import build_config
     from covid_sweep.data import cached_images, load_split, stratified_split
+    from covid_sweep.errors import UserError
+    from covid_sweep.train import pick_device
 
-    device = resolve_device(args.device)
+    try:
+        device = pick_device(args.device)
+    except UserError as err:
+        raise SystemExit(f"--device: {err}") from None
     data = args.data.resolve()
     work = Path(tempfile.mkdtemp(prefix="covid-bench-"))
     cache = work / "cache"

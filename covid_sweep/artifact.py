@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from covid_sweep import __version__
 from covid_sweep.config import TrialConfig, build_config
 from covid_sweep.data import CLASS_NAMES
+from covid_sweep.files import apply_umask
 from covid_sweep.models import build_for_folds
 
 WEIGHTS = "model.safetensors"
@@ -59,21 +60,12 @@ def write_dir_atomically(target: Path, fill) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
     try:
         fill(tmp)
-        _umask_permissions(tmp)
+        apply_umask(tmp)  # mkdtemp's 0700 and safetensors' 0600 would lock others out of a shared HOME
         os.replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
-
-
-def _umask_permissions(folder: Path) -> None:
-    """mkdtemp makes 0700 (and safetensors 0600): give the usual umask modes, so a shared HOME stays readable."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
-    for path in folder.rglob("*"):
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def write_artifact(target: Path, state: dict, config: TrialConfig, metrics: dict, metadata: dict) -> Path:

@@ -171,16 +171,16 @@ def decode_resized(split: Split, size: int) -> np.ndarray:
     return out
 
 
-def cached_images(split: Split, size: int, cache_dir: Path | None = None) -> np.ndarray:
+def cached_images(split: Split, size: int, cache_dir: Path | None = None, key: str | None = None) -> np.ndarray:
     """Decoded, resized uint8 images (N, size, size, 3), memory-mapped from an on-disk cache.
 
     Keyed by (content fingerprint, size): reused across trials and agents, rebuilt when the data
     changes. Two agents building it at once each write a private temp file and rename it into place,
-    so a reader never sees a partial file.
+    so a reader never sees a partial file. `key` is the split's fingerprint when the caller has it.
     """
     cache_dir = Path(cache_dir) if cache_dir else cache_root() / "decoded"
     cache_dir.mkdir(parents=True, exist_ok=True)
-    target = cache_dir / f"{split.name}-{fingerprint(split)}-{size}.npy"
+    target = cache_dir / f"{split.name}-{key or fingerprint(split)}-{size}.npy"
     if not target.exists():
         array = decode_resized(split, size)
         fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".npy.tmp")

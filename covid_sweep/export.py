@@ -29,7 +29,8 @@ from covid_sweep.data import load_split
 from covid_sweep.errors import UserError
 from covid_sweep.explain import explain, labels_for
 from covid_sweep.predict import Prediction, predict_images, predict_split, sample_ids
-from covid_sweep.submission import probabilities_text, submission_text, umask_mode
+from covid_sweep.files import umask_mode
+from covid_sweep.submission import probabilities_text, submission_text
 
 TORCHSCRIPT = "model.torchscript.pt"
 EXTRA_FILE = "covid_sweep.json"  # torch.jit.load(path, _extra_files={EXTRA_FILE: ""}) reads it back

@@ -19,7 +19,7 @@ from covid_sweep.artifact import LoadedArtifact, load_artifact
 from covid_sweep.data import decode_resized, load_split, read_label_csv
 from covid_sweep.errors import UserError
 from covid_sweep.submission import refuse_existing, write_probabilities, write_submission
-from covid_sweep.train import predict_probs
+from covid_sweep.train import pick_device, predict_probs
 
 VIEWS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "identity": lambda images: images,
@@ -45,14 +45,6 @@ class Prediction:
 
 def views_for(tta: bool) -> tuple[str, ...]:
     return TTA if tta else NO_TTA
-
-
-def prediction_device(device: str | torch.device | None = None) -> torch.device:
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("device=cuda was asked for but CUDA is not available")
-    return torch.device(device)
 
 
 def predict_images(model: torch.nn.Module, images: np.ndarray, batch_size: int, device: torch.device,
@@ -103,7 +95,7 @@ def run_predict(model_dir: Path, data_dir: Path, out: Path, tta: bool = False, f
     probs_out = probabilities_path(out)
     for path in (out, probs_out):  # refuse before the expensive part, and again at the atomic write
         refuse_existing(path, force)
-    device = prediction_device(device)
+    device = pick_device(device)
     artifact = load_artifact(Path(model_dir), device=device)
     prediction = predict_split(artifact, data_dir, "test", views_for(tta), device)
     write_prediction(prediction, out, probs_out, sample_ids(data_dir), force=force)

@@ -16,7 +16,8 @@ from covid_sweep import paths, wandb_api
 from covid_sweep.artifact import load_artifact
 from covid_sweep.errors import UserError
 from covid_sweep.export import ExportResult, Provenance, check_out_dir, export_bundle
-from covid_sweep.predict import prediction_device, views_for
+from covid_sweep.predict import views_for
+from covid_sweep.train import pick_device
 from covid_sweep.sweep.store import Store, Sweep, Trial
 
 BEST = "best"
@@ -86,7 +87,7 @@ def _export_best_local(sweep_id, data_dir, out_dir, root, tta, force, device) ->
     try:
         sweep = store.sweep(sweep_id)
         trial = best_finished_trial(store, sweep)
-        artifact = load_artifact(Path(trial.artifact), device=prediction_device(device))
+        artifact = load_artifact(Path(trial.artifact), device=pick_device(device))
         provenance = Provenance(sweep_id=sweep.id, trial_id=trial.name, source=f"embedded store {store.path}",
                                 artifact=str(trial.artifact), metric=sweep.metric, goal=sweep.goal, value=trial.best,
                                 promotion=f"alias '{BEST}' of sweep {sweep.id} in {store.path}")
@@ -111,7 +112,7 @@ def _export_best_wandb(sweep_path, data_dir, out_dir, root, registry, tta, force
     run = wandb_api.best_finished_run(api, sweep_path)
     model = wandb_api.model_artifact(api, run.path)
     local = wandb_api.download_artifact(api, model.name, root / "artifacts" / "wandb" / model.name.replace(":", "-"))
-    artifact = load_artifact(local, device=prediction_device(device))
+    artifact = load_artifact(local, device=pick_device(device))
     provenance = Provenance(sweep_id=sweep_path, trial_id=run.id, source=f"W&B run {run.path} ({run.name})",
                             artifact=model.name, metric=run.metric, goal=run.goal, value=run.value,
                             promotion=f"alias '{BEST}' on {model.name}" + (f"; linked into {registry}" if registry else ""))

@@ -20,6 +20,7 @@ from sklearn.metrics import confusion_matrix, roc_auc_score
 
 from covid_sweep.data import ID_COLUMN, LABEL_COLUMN, read_label_csv
 from covid_sweep.errors import UserError
+from covid_sweep.files import umask_mode
 from covid_sweep.metrics import binary_metrics
 
 PROB_COLUMN = "prob"
@@ -92,13 +93,6 @@ def refuse_existing(path: Path, force: bool) -> None:
         raise SubmissionError(f"{path}: is a directory; give a file path")
     if path.exists() and not force:
         raise SubmissionError(f"{path}: already exists; pass --force to overwrite it")
-
-
-def umask_mode(mode: int = 0o666) -> int:
-    """`mode` less the process umask: what open() would give a new file (mkstemp/mkdtemp give 0600/0700)."""
-    current = os.umask(0)
-    os.umask(current)
-    return mode & ~current
 
 
 def write_text_atomically(path: Path, text: str, force: bool = False) -> Path:

@@ -60,12 +60,13 @@ class AugmentedImages(Dataset):
         return torch.from_numpy(np.require(image, requirements=["W", "C"])), int(self.labels[i])
 
 
-def resolve_device(config: TrialConfig) -> torch.device:
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise TrainingError("device=cuda was asked for but CUDA is not available")
-    if config.device == "auto":
+def pick_device(name: str | torch.device | None = "auto") -> torch.device:
+    """auto (or None) -> cuda when available, else cpu; an explicit cuda without CUDA is an error."""
+    if name is None or str(name) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(config.device)
+    if str(name).startswith("cuda") and not torch.cuda.is_available():
+        raise TrainingError(f"device={name} was asked for but CUDA is not available")
+    return torch.device(name)
 
 
 def train_loader(config: TrialConfig, images: np.ndarray, labels: np.ndarray, device: torch.device) -> DataLoader:
@@ -214,7 +215,7 @@ def fit_folds(
     Every fold keeps its weights from the epoch with the best mean: together they are the ensemble.
     """
     torch.manual_seed(config.seed)
-    device = resolve_device(config)
+    device = pick_device(config.device)
     folds = [FoldRun(config, model, split, device) for model, split in zip(models, splits)]
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     mixer = _mixer(config)

@@ -55,7 +55,8 @@ def run_trial(
     # the artifact records where its data came from, also when it came from the environment
     config = config.model_copy(update={"data_dir": data_dir})
     train = load_split(data_dir, "train")
-    images = cached_images(train, config.input_size)
+    data_fingerprint = fingerprint(train)  # hashes every image: once per trial
+    images = cached_images(train, config.input_size, key=data_fingerprint)
     labels = np.asarray(train.labels)
     if config.folds > 1:
         index_pairs = stratified_folds(labels, config.folds, config.seed)
@@ -81,7 +82,7 @@ def run_trial(
     metrics = {"monitor": config.monitor, "goal": config.monitor_goal, "best_epoch": result.best_epoch,
                "best": result.best, "threshold": threshold, **at_threshold, "state": state, "history": result.history}
     metadata = {"trial": trial_name, "preprocessing": augment.preprocessing_spec(config.input_size),
-                "data_fingerprint": fingerprint(train), "data_dir": str(data_dir),
+                "data_fingerprint": data_fingerprint, "data_dir": str(data_dir),
                 "validation": {"folds": config.folds, "val_fraction": None if config.folds > 1 else config.val_fraction,
                                "seed": config.seed, "n_val": int(sum(len(v) for _, v in index_pairs)),
                                "threshold_from": "out-of-fold predictions" if config.folds > 1 else "holdout"}}

@@ -27,7 +27,8 @@ from covid_sweep.data import decode_resized, load_split
 from covid_sweep.models import Ensemble, build_model
 from covid_sweep.export import ExportError, Provenance, export_bundle
 from covid_sweep.predict import TTA, predict_images, predict_split, run_predict
-from covid_sweep.submission import SubmissionError, read_probabilities, read_submission, umask_mode
+from covid_sweep.files import umask_mode
+from covid_sweep.submission import SubmissionError, read_probabilities, read_submission
 from covid_sweep.train import predict_probs
 from covid_sweep.trial import run_trial
 

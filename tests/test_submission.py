@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, roc_auc_score
 
 from covid_sweep import submission as sub
+from covid_sweep.files import umask_mode
 from covid_sweep.cli import main
 from covid_sweep.data import DataError
 from covid_sweep.submission import SubmissionError
@@ -70,7 +71,7 @@ def test_existing_file_needs_force(tmp_path):
     sub.write_submission(target, IDS, TRUTH, IDS, force=True)
     assert sub.read_submission(target).labels == tuple(TRUTH)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.csv"]  # no temp file left
-    assert (target.stat().st_mode & 0o777) == sub.umask_mode()  # not mkstemp's 0600
+    assert (target.stat().st_mode & 0o777) == umask_mode()  # not mkstemp's 0600
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
