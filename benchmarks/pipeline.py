@@ -5,12 +5,13 @@ Measures in ONE run on ONE machine, and prints side by side:
 
   throughput   training img/s per backbone and input size of
                (a) limit:  synthetic tensors already on the device, the bare train step
-                           (Adam; bf16 autocast + channels_last on CUDA, fp32 on the CPU),
+                           (Adam; channels_last; bf16 autocast where the device runs it natively:
+                           CUDA, a CPU with AVX512-BF16/AMX; else fp32),
                (b) seed:   the seed's pipeline: a Dataset that cv2-decodes every PNG every epoch,
                            albumentations Resize + toggles + Normalize + ToTensorV2 (fp32 on the
                            CPU), DataLoader(workers=0, and optionally workers=N), fp32 model,
                (c) covid:  covid_sweep's own code: data.cached_images + train.fit (train_loader,
-                           augment.to_model_input, AMP on CUDA), timed per epoch from fit's
+                           augment.to_model_input, bf16 as in (a)), timed per epoch from fit's
                            records with the evaluation time separated out,
                with each one's ratio to (a);
   trial        one real trial (`covid-sweep sweep` with --count 1, which runs
@@ -52,7 +53,7 @@ SMOKE_YAML = REPO / "sweeps" / "smoke.yaml"
 CLI = "import sys; from covid_sweep.cli import main; sys.exit(main())"
 
 # presets: explicit options override them
-QUICK = dict(backbones="resnet18", sizes="64", batch=32, epochs=2, workers=0, warmup_steps=2, limit_steps=8,
+QUICK = dict(backbones="resnet18", sizes="64,128", batch=32, epochs=2, workers=0, warmup_steps=2, limit_steps=8,
              sweep_trials=4, agents="1,2", sweep_size=64, sweep_epochs=2, sweep_batch=32, sweep_backbones=None)
 GPU_DEFAULT = dict(backbones="resnet50,vgg16,densenet121,efficientnet_b0,googlenet", sizes="224,64", batch=256,
                    epochs=5, workers=8, warmup_steps=10, limit_steps=30, sweep_trials=16, agents="1,4",
@@ -149,6 +150,7 @@ def measure_limit(backbone: str, size: int, batch: int, device, warmup: int, ste
     from torch import nn
 
     from covid_sweep.models import build_model
+    from covid_sweep.train import bf16_autocast
 
     torch.manual_seed(0)
     model = build_model(backbone).to(device).to(memory_format=torch.channels_last)
@@ -156,10 +158,9 @@ def measure_limit(backbone: str, size: int, batch: int, device, warmup: int, ste
     loss_fn = nn.CrossEntropyLoss()
     x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 2, (batch,), device=device)
-    amp = device.type == "cuda"
 
     def train_step():
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+        with bf16_autocast(device):
             loss = loss_fn(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -182,7 +183,7 @@ def measure_limit(backbone: str, size: int, batch: int, device, warmup: int, ste
     model.eval()
     with torch.no_grad():
         def eval_step():
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            with bf16_autocast(device):
                 model(x)
 
         eval_s = timed(eval_step)
@@ -651,7 +652,7 @@ def render(result: dict) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     preset = p.add_mutually_exclusive_group()
-    preset.add_argument("--quick", action="store_true", help="CPU preset (the default): resnet18 at 64 px, 2 epochs, 4-trial sweep")
+    preset.add_argument("--quick", action="store_true", help="CPU preset (the default): resnet18 at 64 and 128 px, 2 epochs, 4-trial sweep")
     preset.add_argument("--gpu-default", action="store_true",
                         help="GPU preset: resnet50,vgg16,densenet121,efficientnet_b0,googlenet at 224 and 64, batch 256, "
                              "5 epochs, seed workers=8, 16-trial sweep with --agents 1 and 4")

@@ -1,9 +1,10 @@
 """Probabilities for a data split from a model artifact, with optional test-time augmentation (TTA),
 and the prediction job that turns them into a validated submission.
 
-TTA = the mean P(COVID) over views of each image: identity and horizontal flip (the flip training may
-use); a vertical flip is available as a view but not used by default, since no training recipe here
-ever shows the model an upside-down slice.
+TTA = the mean P(COVID) over views of each image. `--tta` is identity and horizontal flip (the flip
+training may use). Other views can be named (`--tta-views`): a centred zoom in or out by 10 % (the
+small scale changes RandomResizedCrop trains for) and a vertical flip, which no recipe here trains
+for, since no CT slice is upside down.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+import albumentations as A
+import cv2
 import numpy as np
 import torch
 
@@ -21,10 +24,22 @@ from covid_sweep.errors import UserError
 from covid_sweep.submission import refuse_existing, write_probabilities, write_submission
 from covid_sweep.train import pick_device, predict_probs
 
+ZOOM = 1.1
+
+
+def _zoom(scale: float) -> Callable[[np.ndarray], np.ndarray]:
+    # albumentations stays the definition of a geometric op; the margin a zoom-out opens is black,
+    # like the air around a CT slice
+    transform = A.Affine(scale=scale, border_mode=cv2.BORDER_CONSTANT, fill=0, p=1.0)
+    return lambda images: np.stack([transform(image=image)["image"] for image in images])
+
+
 VIEWS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "identity": lambda images: images,
     "hflip": lambda images: images[:, :, ::-1],   # (N, H, W, 3): W is axis 2
     "vflip": lambda images: images[:, ::-1],
+    "zoom_in": _zoom(ZOOM),
+    "zoom_out": _zoom(1 / ZOOM),
 }
 NO_TTA: tuple[str, ...] = ("identity",)
 TTA: tuple[str, ...] = ("identity", "hflip")
@@ -43,16 +58,25 @@ class Prediction:
         return (self.probs >= self.threshold).astype(int)
 
 
-def views_for(tta: bool) -> tuple[str, ...]:
+def views_for(tta: bool, views: str | Sequence[str] | None = None) -> tuple[str, ...]:
+    """The views to average: an explicit list (a comma string from the CLI) wins over the --tta flag."""
+    if views:
+        named = tuple(v.strip() for v in views.split(",")) if isinstance(views, str) else tuple(views)
+        return check_views(named)
     return TTA if tta else NO_TTA
+
+
+def check_views(views: Sequence[str]) -> tuple[str, ...]:
+    unknown = [v for v in views if v not in VIEWS]
+    if unknown or not views or len(set(views)) != len(views):
+        raise UserError(f"TTA views {', '.join(views) or '(none)'}: name each once, from {', '.join(VIEWS)}")
+    return tuple(views)
 
 
 def predict_images(model: torch.nn.Module, images: np.ndarray, batch_size: int, device: torch.device,
                    views: Sequence[str] = NO_TTA) -> np.ndarray:
     """Mean P(COVID) over `views` for uint8 images (N, H, W, 3) already at the model's input size."""
-    unknown = [v for v in views if v not in VIEWS]
-    if unknown or not views:
-        raise UserError(f"TTA views {list(views)}: choose from {', '.join(VIEWS)}")
+    check_views(views)
     total = np.zeros(len(images), dtype=np.float64)
     for view in views:
         # fp32 on every device: the same numbers as the exported TorchScript model
@@ -89,14 +113,15 @@ def write_prediction(prediction: Prediction, submission_path: Path, probs_path: 
 
 
 def run_predict(model_dir: Path, data_dir: Path, out: Path, tta: bool = False, force: bool = False,
-                device: str | None = None) -> tuple[Prediction, Path, Path]:
+                device: str | None = None, views: str | Sequence[str] | None = None) -> tuple[Prediction, Path, Path]:
     """The prediction job for any artifact directory: OUT (submission) + <stem>.probabilities.csv beside it."""
     out = Path(out)
+    views = views_for(tta, views)
     probs_out = probabilities_path(out)
     for path in (out, probs_out):  # refuse before the expensive part, and again at the atomic write
         refuse_existing(path, force)
     device = pick_device(device)
     artifact = load_artifact(Path(model_dir), device=device)
-    prediction = predict_split(artifact, data_dir, "test", views_for(tta), device)
+    prediction = predict_split(artifact, data_dir, "test", views, device)
     write_prediction(prediction, out, probs_out, sample_ids(data_dir), force=force)
     return prediction, out, probs_out

@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 from covid_sweep import paths, wandb_api
 from covid_sweep.artifact import load_artifact
 from covid_sweep.errors import UserError
 from covid_sweep.export import ExportResult, Provenance, check_out_dir, export_bundle
-from covid_sweep.predict import views_for
+from covid_sweep.predict import NO_TTA, check_views
 from covid_sweep.train import pick_device
 from covid_sweep.sweep.store import Store, Sweep, Trial
 
@@ -68,21 +69,23 @@ def open_existing_store(home: Path) -> Store:
 
 
 def export_best(sweep: str, data_dir: Path, out_dir: Path, *, home: Path | None = None, registry: str | None = None,
-                tta: bool = False, force: bool = False, api=None, device: str | None = None) -> ExportBestResult:
+                views: Sequence[str] = NO_TTA, force: bool = False, api=None,
+                device: str | None = None) -> ExportBestResult:
     """Pick the best finished trial, build the export (validated submission, model, card) beside OUT,
     record the promotion, then move the export into OUT. Any error before the move leaves OUT and the
     promotion as they were."""
     check_out_dir(Path(out_dir), force)
+    views = check_views(views)
     root = paths.home(home)
     if wandb_api.is_wandb_path(sweep):
-        return _export_best_wandb(sweep, data_dir, out_dir, root, registry, tta, force, api, device)
+        return _export_best_wandb(sweep, data_dir, out_dir, root, registry, views, force, api, device)
     if registry:
         raise PromotionError(f"--registry links a W&B model artifact; sweep {sweep!r} is an embedded one "
                              "(give a W&B sweep as entity/project/sweep_id)")
-    return _export_best_local(sweep, data_dir, out_dir, root, tta, force, device)
+    return _export_best_local(sweep, data_dir, out_dir, root, views, force, device)
 
 
-def _export_best_local(sweep_id, data_dir, out_dir, root, tta, force, device) -> ExportBestResult:
+def _export_best_local(sweep_id, data_dir, out_dir, root, views, force, device) -> ExportBestResult:
     store = open_existing_store(root)
     try:
         sweep = store.sweep(sweep_id)
@@ -97,14 +100,14 @@ def _export_best_local(sweep_id, data_dir, out_dir, root, tta, force, device) ->
             result.previous = promote_in_store(store, sweep, trial)
             result.recorded.append(f"alias '{BEST}' -> trial {trial.name} in {store.path}")
 
-        result.export = export_bundle(artifact, data_dir, out_dir, provenance, views_for(tta), force,
+        result.export = export_bundle(artifact, data_dir, out_dir, provenance, views, force,
                                       before_install=record)
         return result
     finally:
         store.close()
 
 
-def _export_best_wandb(sweep_path, data_dir, out_dir, root, registry, tta, force, api, device) -> ExportBestResult:
+def _export_best_wandb(sweep_path, data_dir, out_dir, root, registry, views, force, api, device) -> ExportBestResult:
     sweep_path = wandb_api.check_sweep_path(sweep_path)
     if registry:
         registry = wandb_api.registry_path(registry)
@@ -124,5 +127,5 @@ def _export_best_wandb(sweep_path, data_dir, out_dir, root, registry, tta, force
         result.previous = ", ".join(removed) or None
         result.recorded.extend(f"alias '{BEST}' removed from {name}" for name in removed)
 
-    result.export = export_bundle(artifact, data_dir, out_dir, provenance, views_for(tta), force, before_install=record)
+    result.export = export_bundle(artifact, data_dir, out_dir, provenance, views, force, before_install=record)
     return result

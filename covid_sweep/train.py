@@ -1,4 +1,4 @@
-"""The training loop: early stopping, LR schedule, AMP on CUDA. Knows nothing of W&B or the store."""
+"""The training loop: early stopping, LR schedule, bf16 autocast. Knows nothing of W&B or the store."""
 
 from __future__ import annotations
 
@@ -117,9 +117,24 @@ def _mixer(config: TrialConfig):
     return v2.RandomApply([v2.RandomChoice([v2.MixUp(num_classes=2), v2.CutMix(num_classes=2)])], p=config.mixup)
 
 
-def _autocast(config: TrialConfig, device: torch.device):
-    # bf16 on CUDA needs no loss scaling; on the CPU autocast is slower than fp32, so it stays off
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.amp and device.type == "cuda")
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 matmuls/convs run in hardware on this device.
+
+    Without it (a CPU lacking AVX512-BF16/AMX) autocast emulates bf16 and is slower than fp32.
+    """
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
+def bf16_autocast(device: torch.device, enabled: bool = True):
+    # bf16 keeps fp32's exponent range, so unlike fp16 it needs no loss scaling
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled and native_bf16(device))
 
 
 @torch.no_grad()
@@ -130,7 +145,7 @@ def predict_probs(model: nn.Module, images: np.ndarray, batch_size: int, device:
     for start in range(0, len(images), batch_size):
         # np.require copies only a read-only (memory-mapped) slice, which torch will not wrap
         batch = torch.from_numpy(np.require(images[start:start + batch_size], requirements=["W", "C"])).to(device)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+        with bf16_autocast(device, amp):
             logits = model(augment.to_model_input(batch))
         out.append(torch.softmax(logits.float(), dim=1)[:, 1].cpu())
     return torch.cat(out).numpy()
@@ -279,7 +294,7 @@ def _train_one_epoch(model, ema, loader, optimizer, scheduler, loss_fn, mixer, c
         y = labels.to(device, non_blocking=True)
         if mixer is not None:
             x, y = mixer(x, y)
-        with _autocast(config, device):
+        with bf16_autocast(device, config.amp):
             loss = loss_fn(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -26,16 +26,14 @@ from covid_sweep.config import build_config
 from covid_sweep.data import decode_resized, load_split
 from covid_sweep.models import Ensemble, build_model
 from covid_sweep.export import ExportError, Provenance, export_bundle
-from covid_sweep.predict import TTA, predict_images, predict_split, run_predict
+from covid_sweep.predict import TTA, VIEWS, predict_images, predict_split, run_predict, views_for
 from covid_sweep.files import umask_mode
+from covid_sweep.errors import UserError
 from covid_sweep.submission import SubmissionError, read_probabilities, read_submission
 from covid_sweep.train import predict_probs
 from covid_sweep.trial import run_trial
 
 CPU = torch.device("cpu")
-
-
-
 
 
 def _provenance(artifact: Path) -> Provenance:
@@ -68,6 +66,54 @@ def test_tta_is_the_mean_over_identity_and_flips(trained):
     assert np.allclose(predict_split(artifact, data, views=TTA).probs, (plain + flipped) / 2, atol=1e-6)
     three = predict_images(artifact.model, images, 4, CPU, ("identity", "hflip", "vflip"))
     assert np.allclose(three, (plain + flipped + upside_down) / 3, atol=1e-6)
+
+
+def test_zoom_views_scale_about_the_centre_and_keep_the_shape():
+    image = np.zeros((1, 40, 40, 3), dtype=np.uint8)
+    image[0, 15:25, 15:25] = 255  # a bright 10x10 square in the centre
+    image[0, 0, :] = 255          # and a bright top row, which a zoom-in pushes out of the frame
+    zoomed_in, zoomed_out = VIEWS["zoom_in"](image), VIEWS["zoom_out"](image)
+    for view in (zoomed_in, zoomed_out):
+        assert view.shape == image.shape and view.dtype == np.uint8
+    bright = lambda a: int((a[0, 5:35, 5:35, 0] > 127).sum())  # noqa: E731  (the square only)
+    assert bright(zoomed_in) > bright(image) > bright(zoomed_out)  # 1.1x larger / smaller about the centre
+    assert bright(zoomed_in) == pytest.approx(100 * 1.1 ** 2, rel=0.25)
+    assert zoomed_in[0, 0].max() == 0                              # the edge row left the frame
+    assert zoomed_out[0, 0].max() == 0 and zoomed_out[0, 2, 5:35].min() > 127  # the edge row moved in
+    assert (zoomed_in[0, 20, 20] == 255).all() and (zoomed_out[0, 20, 20] == 255).all()
+
+
+def test_named_views_are_parsed_checked_and_averaged(trained):
+    data, artifact_dir = trained
+    artifact = load_artifact(artifact_dir)
+    images = decode_resized(load_split(data, "test"), 32)
+    assert views_for(False) == ("identity",) and views_for(True) == TTA
+    assert views_for(True, "identity, zoom_in,zoom_out") == ("identity", "zoom_in", "zoom_out")  # the list wins
+    for bad in ("spin", "hflip,hflip", ""):
+        with pytest.raises(UserError, match="name each once, from identity, hflip, vflip, zoom_in, zoom_out"):
+            predict_images(artifact.model, images, 4, CPU, tuple(bad.split(",")) if bad else ())
+    plain = predict_probs(artifact.model, images, 4, CPU)
+    bigger = predict_probs(artifact.model, VIEWS["zoom_in"](images), 4, CPU)
+    assert not np.allclose(plain, bigger)
+    assert np.allclose(predict_images(artifact.model, images, 4, CPU, ("identity", "zoom_in")), (plain + bigger) / 2,
+                       atol=1e-6)
+
+
+def test_predict_command_takes_named_views_and_refuses_unknown_ones(trained, tmp_path):
+    data, artifact_dir = trained
+    out = tmp_path / "submission.csv"
+    runner = CliRunner()
+    bad = runner.invoke(main, ["predict", "--model", str(artifact_dir), "--data", str(data), "--out", str(out),
+                               "--tta-views", "hflip,spin"])
+    assert bad.exit_code != 0 and "TTA views hflip, spin" in bad.output and "Traceback" not in bad.output
+    assert not out.exists()
+    good = runner.invoke(main, ["predict", "--model", str(artifact_dir), "--data", str(data), "--out", str(out),
+                                "--tta-views", "identity,zoom_in,zoom_out"])
+    assert good.exit_code == 0, good.output
+    assert "views: identity + zoom_in + zoom_out" in good.output
+    expected = predict_split(load_artifact(artifact_dir), data, views=("identity", "zoom_in", "zoom_out")).probs
+    written = read_probabilities(tmp_path / "submission.probabilities.csv")
+    assert np.allclose(list(written.values()), expected, atol=1e-6)
 
 
 def test_predict_command_writes_submission_and_probabilities(trained, tmp_path):

@@ -8,6 +8,7 @@ from torch import nn
 from covid_sweep.config import build_config
 from covid_sweep.data import cached_images, load_split
 from covid_sweep.models import build_model
+from covid_sweep import train
 from covid_sweep.train import TrainingError, fit
 
 
@@ -18,6 +19,32 @@ def arrays(tiny_data):
     labels = np.asarray(split.labels)
     return images[:16], labels[:16], images[16:], labels[16:]
 
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_autocast_only_where_the_device_runs_it_natively(monkeypatch, native):
+    monkeypatch.setattr(train, "native_bf16", lambda device: native)
+    layer, x = nn.Linear(4, 2), torch.randn(3, 4)
+    with train.bf16_autocast(torch.device("cpu")):
+        on = layer(x).dtype
+    with train.bf16_autocast(torch.device("cpu"), enabled=False):  # amp=False in the TrialConfig
+        off = layer(x).dtype
+    assert on == (torch.bfloat16 if native else torch.float32) and off == torch.float32
+
+
+def test_native_bf16_asks_the_hardware():
+    assert isinstance(train.native_bf16(torch.device("cpu")), bool)
+    assert train.native_bf16(torch.device("meta")) is False
+
+
+def test_bf16_on_a_native_cpu_predicts_nearly_what_fp32_does(arrays):
+    if not train.native_bf16(torch.device("cpu")):
+        pytest.skip("this CPU has no native bf16 (AVX512-BF16/AMX): autocast stays off here")
+    torch.manual_seed(0)
+    model, images = build_model("resnet18"), arrays[0]
+    fp32 = train.predict_probs(model, images, 8, torch.device("cpu"), amp=False)
+    bf16 = train.predict_probs(model, images, 8, torch.device("cpu"), amp=True)
+    assert not np.array_equal(fp32, bf16)        # bf16 really ran
+    assert np.abs(fp32 - bf16).max() < 0.05      # and rounds, not changes, the answer
 
 
 def test_history_has_every_metric_each_epoch(arrays):

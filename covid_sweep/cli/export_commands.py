@@ -10,8 +10,15 @@ import click
 
 from covid_sweep.cli.options import data_option, home_option, resolve_data
 
-tta_option = click.option("--tta", is_flag=True,
-                          help="Test-time augmentation: mean P(COVID) over the image and its horizontal flip.")
+
+def tta_options(command):
+    command = click.option("--tta-views", metavar="LIST", default=None,
+                           help="Comma list of TTA views to average instead: identity, hflip, vflip, "
+                                "zoom_in, zoom_out (a centred 10% zoom).")(command)
+    return click.option("--tta", is_flag=True,
+                        help="Test-time augmentation: mean P(COVID) over the image and its horizontal flip.")(command)
+
+
 force_option = click.option("--force", is_flag=True, help="Overwrite existing output files.")
 
 
@@ -29,16 +36,18 @@ def _summary(prediction) -> str:
 @click.option("--registry", default=None, metavar="COLLECTION",
               help="W&B registry collection to link the winner into, e.g. wandb-registry-model/covid-ct (W&B sweeps).")
 @home_option
-@tta_option
+@tta_options
 @force_option
-def export_best(sweep, data, out, registry, home, tta, force) -> None:
+def export_best(sweep, data, out, registry, home, tta, tta_views, force) -> None:
     """Promote the best finished trial of SWEEP and export it: submission, model, model card.
 
     SWEEP is an embedded sweep id (see `covid-sweep status`) or a W&B sweep as entity/project/sweep_id.
     """
+    from covid_sweep.predict import views_for
     from covid_sweep.promote import export_best as run_export
 
-    result = run_export(sweep, resolve_data(data), out, home=home, registry=registry, tta=tta, force=force)
+    result = run_export(sweep, resolve_data(data), out, home=home, registry=registry, views=views_for(tta, tta_views),
+                        force=force)
     p = result.provenance
     value = f"{p.value:.4f}" if isinstance(p.value, float) else p.value
     click.echo(f"best finished trial of sweep {p.sweep_id}: {p.trial_id} ({p.metric}={value}, {p.goal})")
@@ -56,13 +65,14 @@ def export_best(sweep, data, out, registry, home, tta, force) -> None:
 @data_option
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, metavar="FILE",
               help="Submission CSV to write; probabilities go beside it as <stem>.probabilities.csv.")
-@tta_option
+@tta_options
 @force_option
-def predict(model_dir, data, out, tta, force) -> None:
+def predict(model_dir, data, out, tta, tta_views, force) -> None:
     """Predict the test split of DATA with a model artifact: a validated submission in sample_submission order."""
     from covid_sweep.predict import run_predict
 
-    prediction, submission, probs = run_predict(model_dir, resolve_data(data), out, tta=tta, force=force)
+    prediction, submission, probs = run_predict(model_dir, resolve_data(data), out, tta=tta, views=tta_views,
+                                                force=force)
     click.echo(f"predicted {_summary(prediction)}")
     click.echo(f"wrote {submission} and {probs}")
 
