@@ -151,6 +151,16 @@ def stratified_folds(labels: list[int] | tuple[int, ...], folds: int, seed: int)
     return list(splitter.split(np.zeros(len(labels)), list(labels)))
 
 
+def trial_splits(labels, folds: int, val_fraction: float, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A trial's (train, val) index pairs: K stratified folds, or one stratified holdout when folds is 1.
+
+    Fold i is ensemble member i, so a saved artifact's validation images can be rebuilt from its config.
+    """
+    if folds > 1:
+        return stratified_folds(labels, folds, seed)
+    return [stratified_split(labels, val_fraction, seed)]
+
+
 def fingerprint(split: Split) -> str:
     """Content hash of the ids and image bytes: any changed, added or removed image changes it."""
     digest = hashlib.sha256()

@@ -12,7 +12,7 @@ import numpy as np
 from covid_sweep import augment
 from covid_sweep.artifact import write_artifact
 from covid_sweep.config import ConfigError, TrialConfig
-from covid_sweep.data import cached_images, fingerprint, load_split, stratified_folds, stratified_split
+from covid_sweep.data import cached_images, fingerprint, load_split, trial_splits
 from covid_sweep.metrics import binary_metrics, choose_threshold
 from covid_sweep.models import build_model
 from covid_sweep.tracking import Tracker
@@ -58,10 +58,7 @@ def run_trial(
     data_fingerprint = fingerprint(train)  # hashes every image: once per trial
     images = cached_images(train, config.input_size, key=data_fingerprint)
     labels = np.asarray(train.labels)
-    if config.folds > 1:
-        index_pairs = stratified_folds(labels, config.folds, config.seed)
-    else:
-        index_pairs = [stratified_split(labels, config.val_fraction, config.seed)]
+    index_pairs = trial_splits(labels, config.folds, config.val_fraction, config.seed)
     splits = [(images[t], labels[t], images[v], labels[v]) for t, v in index_pairs]
     models = [build_model(config.backbone, config.pretrained) for _ in splits]
 

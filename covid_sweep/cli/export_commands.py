@@ -77,6 +77,36 @@ def predict(model_dir, data, out, tta, tta_views, force) -> None:
     click.echo(f"wrote {submission} and {probs}")
 
 
+@click.command("tta-report")
+@click.option("--model", "model_dir", type=click.Path(file_okay=False, path_type=Path), required=True, metavar="ARTIFACT",
+              help="Model artifact directory (a single model or a K-fold ensemble).")
+@click.option("--data", default=None, metavar="DATA",
+              help="The data it was trained on (default: data_dir in its config.json).")
+@click.option("--views", "view_sets", multiple=True, metavar="LIST",
+              help="A comma list of views to score; repeat for several (default: identity; +hflip; "
+                   "+zoom_in,zoom_out; all four).")
+def tta_report(model_dir, data, view_sets) -> None:
+    """Score TTA view sets on the artifact's own validation images (out-of-fold for an ensemble),
+    so --tta-views is chosen without touching test labels."""
+    from covid_sweep.artifact import load_artifact
+    from covid_sweep.predict import views_for
+    from covid_sweep.tta_report import DEFAULT_VIEW_SETS, score_view_sets
+
+    artifact = load_artifact(model_dir)
+    data_dir = resolve_data(data) if data else artifact.config.data_dir
+    if data_dir is None:
+        raise click.UsageError("--data: not given and the artifact's config has no data_dir")
+    sets = [views_for(True, views) for views in view_sets] or list(DEFAULT_VIEW_SETS)
+    scores = score_view_sets(artifact, data_dir, sets)
+    kind = "out-of-fold" if artifact.config.folds > 1 else "holdout"
+    click.echo(f"{model_dir}: {scores[0].n} {kind} validation images, accuracy at the artifact's threshold "
+               f"{artifact.threshold:.4f} (chosen on the same images without TTA)")
+    click.echo(f"{'views':<40} {'acc':>7} {'auc':>7} {'f1':>7}")
+    for s in scores:
+        m = s.metrics
+        click.echo(f"{' + '.join(s.views):<40} {_fmt(m['acc']):>7} {_fmt(m['auc']):>7} {_fmt(m['f1']):>7}")
+
+
 def _fmt(value) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
 
