@@ -31,18 +31,16 @@ def test_holdout_identity_reproduces_the_trials_own_validation_score(trained):
     assert score.metrics["auc"] == pytest.approx(metrics["best"]["val_auc"], abs=1e-6, nan_ok=True)
 
 
-def test_k_fold_scores_each_image_with_the_member_that_never_saw_it(tmp_path, monkeypatch):
-    from tests.conftest import make_dataset
-
+def test_k_fold_scores_each_image_with_the_member_that_never_saw_it(tiny_data, tmp_path, monkeypatch):
     monkeypatch.setenv("COVID_SWEEP_CACHE", str(tmp_path / "cache"))
-    data = make_dataset(tmp_path / "data", n_train=16, n_test=4, seed=3)
+    data = tiny_data
     config = build_config({"backbone": "resnet18", "input_size": 32, "epochs": 1, "batch_size": 4, "folds": 2,
                            "amp": False, "device": "cpu", "data_dir": str(data)})
     result = run_trial(config, tmp_path / "ens", progress=False, trial_name="k2")
     metrics = json.loads((result.artifact / "metrics.json").read_text())
     score = _identity(result.artifact, data)
     # out-of-fold accuracy at the OOF threshold: only member i on fold i reproduces the trial's number
-    assert score.n == 16
+    assert score.n == 24
     assert score.metrics["acc"] == pytest.approx(metrics["val_acc_at_threshold"], abs=1e-9)
 
 
