@@ -182,9 +182,8 @@ def measure_limit(backbone: str, size: int, batch: int, device, warmup: int, ste
 
     model.eval()
     with torch.no_grad():
-        def eval_step():
-            with bf16_autocast(device):
-                model(x)
+        def eval_step():  # fp32, as fit's validation
+            model(x)
 
         eval_s = timed(eval_step)
     del model, optimizer, x, y
@@ -604,7 +603,7 @@ def render(result: dict) -> str:
         rows.append(cells)
     out += ["Training throughput, img/s (ratios: b/a, c/a = share of the limit; c/b = covid_sweep vs seed)",
             format_table(headers, rows),
-            "  (a) synthetic tensors on the device, warm-up excluded; eval-limit = inference img/s, same batch",
+            "  (a) synthetic tensors on the device, warm-up excluded; eval-limit = inference img/s, same batch, fp32",
             "  (b) decode every PNG every epoch + albumentations incl. Normalize/ToTensorV2, fp32, workers=0"
             + (f" (w{w}: workers={w})" if w else ""),
             "  (c) covid_sweep.train.fit on data.cached_images; train time = epoch_time - timed evaluation;"

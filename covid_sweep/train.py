@@ -152,7 +152,9 @@ def predict_probs(model: nn.Module, images: np.ndarray, batch_size: int, device:
 
 
 def _evaluate(model, images, labels, config, device) -> tuple[dict, np.ndarray]:
-    probs = predict_probs(model, images, config.batch_size, device, config.amp)
+    # fp32 even when training in bf16: the threshold is chosen on the very numbers that predict and
+    # the exported model will give
+    probs = predict_probs(model, images, config.batch_size, device, amp=False)
     p = torch.from_numpy(np.clip(probs, 1e-7, 1 - 1e-7))
     y = torch.from_numpy(labels.astype(np.float32))
     val_loss = float(nn.functional.binary_cross_entropy(p.double(), y.double()))

@@ -47,6 +47,16 @@ def test_bf16_on_a_native_cpu_predicts_nearly_what_fp32_does(arrays):
     assert np.abs(fp32 - bf16).max() < 0.05      # and rounds, not changes, the answer
 
 
+def test_validation_is_scored_in_fp32_like_predict_even_when_training_in_bf16(arrays):
+    config = build_config({"backbone": "resnet18", "input_size": 32, "epochs": 1, "batch_size": 8, "amp": True,
+                           "device": "cpu"})
+    result = fit(config, build_model("resnet18"), *arrays, progress=False)
+    model = build_model("resnet18")
+    model.load_state_dict(result.best_state)
+    again = train.predict_probs(model, arrays[2], 8, torch.device("cpu"), amp=False)
+    assert np.allclose(result.val_probs, again, atol=1e-6)
+
+
 def test_history_has_every_metric_each_epoch(arrays):
     seen = []
     config = build_config({"backbone": "resnet18", "input_size": 32, "epochs": 2, "batch_size": 8})
