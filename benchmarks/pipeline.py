@@ -5,7 +5,7 @@ Measures in ONE run on ONE machine, and prints side by side:
 
   throughput   training img/s per backbone and input size of
                (a) limit:  synthetic tensors already on the device, the bare train step
-                           (Adam; channels_last; bf16 autocast where the device runs it natively:
+                           (fused Adam; channels_last; bf16 autocast where the device runs it natively:
                            CUDA, a CPU with AVX512-BF16/AMX; else fp32),
                (b) seed:   the seed's pipeline: a Dataset that cv2-decodes every PNG every epoch,
                            albumentations Resize + toggles + Normalize + ToTensorV2 (fp32 on the
@@ -154,7 +154,7 @@ def measure_limit(backbone: str, size: int, batch: int, device, warmup: int, ste
 
     torch.manual_seed(0)
     model = build_model(backbone).to(device).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)  # as train._optimizer
     loss_fn = nn.CrossEntropyLoss()
     x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 2, (batch,), device=device)
