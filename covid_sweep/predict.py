@@ -79,8 +79,7 @@ def predict_images(model: torch.nn.Module, images: np.ndarray, batch_size: int, 
     check_views(views)
     total = np.zeros(len(images), dtype=np.float64)
     for view in views:
-        # fp32 on every device: the same numbers as the exported TorchScript model
-        total += predict_probs(model, np.ascontiguousarray(VIEWS[view](images)), batch_size, device, amp=False)
+        total += predict_probs(model, np.ascontiguousarray(VIEWS[view](images)), batch_size, device)
     return (total / len(views)).astype(np.float32)
 
 

@@ -8,7 +8,7 @@ from torch import nn
 from covid_sweep.config import build_config
 from covid_sweep.data import cached_images, load_split
 from covid_sweep.models import build_model
-from covid_sweep import train
+from covid_sweep import augment, train
 from covid_sweep.train import TrainingError, fit
 
 
@@ -40,9 +40,12 @@ def test_bf16_on_a_native_cpu_predicts_nearly_what_fp32_does(arrays):
     if not train.native_bf16(torch.device("cpu")):
         pytest.skip("this CPU has no native bf16 (AVX512-BF16/AMX): autocast stays off here")
     torch.manual_seed(0)
-    model, images = build_model("resnet18"), arrays[0]
-    fp32 = train.predict_probs(model, images, 8, torch.device("cpu"), amp=False)
-    bf16 = train.predict_probs(model, images, 8, torch.device("cpu"), amp=True)
+    model = build_model("resnet18").eval()
+    x = augment.to_model_input(torch.from_numpy(np.array(arrays[0])))  # a writable copy of the cache rows
+    with torch.no_grad():
+        fp32 = torch.softmax(model(x), dim=1)[:, 1].numpy()
+        with train.bf16_autocast(torch.device("cpu")):
+            bf16 = torch.softmax(model(x).float(), dim=1)[:, 1].numpy()
     assert not np.array_equal(fp32, bf16)        # bf16 really ran
     assert np.abs(fp32 - bf16).max() < 0.05      # and rounds, not changes, the answer
 
@@ -53,7 +56,7 @@ def test_validation_is_scored_in_fp32_like_predict_even_when_training_in_bf16(ar
     result = fit(config, build_model("resnet18"), *arrays, progress=False)
     model = build_model("resnet18")
     model.load_state_dict(result.best_state)
-    again = train.predict_probs(model, arrays[2], 8, torch.device("cpu"), amp=False)
+    again = train.predict_probs(model, arrays[2], 8, torch.device("cpu"))
     assert np.allclose(result.val_probs, again, atol=1e-6)
 
 
