@@ -60,7 +60,7 @@ class Prediction:
 
 def views_for(tta: bool, views: str | Sequence[str] | None = None) -> tuple[str, ...]:
     """The views to average: an explicit list (a comma string from the CLI) wins over the --tta flag."""
-    if views:
+    if views is not None:  # an empty list is a mistake to report, not a request for the --tta default
         named = tuple(v.strip() for v in views.split(",")) if isinstance(views, str) else tuple(views)
         return check_views(named)
     return TTA if tta else NO_TTA

@@ -89,6 +89,9 @@ def test_named_views_are_parsed_checked_and_averaged(trained):
     images = decode_resized(load_split(data, "test"), 32)
     assert views_for(False) == ("identity",) and views_for(True) == TTA
     assert views_for(True, "identity, zoom_in,zoom_out") == ("identity", "zoom_in", "zoom_out")  # the list wins
+    for empty in ("", ()):
+        with pytest.raises(UserError, match=r"TTA views \(none\)"):
+            views_for(True, empty)
     for bad in ("spin", "hflip,hflip", ""):
         with pytest.raises(UserError, match="name each once, from identity, hflip, vflip, zoom_in, zoom_out"):
             predict_images(artifact.model, images, 4, CPU, tuple(bad.split(",")) if bad else ())
