@@ -468,7 +468,8 @@ def seed_style_agent(trial_params: list[dict], data: Path, device, work: Path, u
     from torch import nn
 
     from covid_sweep.config import build_config
-    from covid_sweep.data import load_split, stratified_split
+    from covid_sweep.data import load_split
+    from covid_sweep.splits import stratified_split
     from covid_sweep.models import build_model
 
     wandb = None
@@ -702,7 +703,8 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from covid_sweep.config import build_config
-    from covid_sweep.data import cached_images, load_split, stratified_split
+    from covid_sweep.data import cached_images, load_split
+    from covid_sweep.splits import stratified_split
     from covid_sweep.errors import UserError
     from covid_sweep.train import pick_device
 

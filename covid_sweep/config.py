@@ -67,6 +67,9 @@ class TrialConfig(BaseModel):
     val_fraction: float = Field(0.2, gt=0, lt=0.9)
     folds: int = Field(1, ge=1, le=20, description="K-fold cross-validation: K>1 trains K models (an ensemble); "
                                                    "1 = one stratified holdout of val_fraction")
+    grouping: Literal["auto", "groups_csv", "near_duplicates", "none"] = Field(
+        "auto", description="what no split may cut through: auto = DATA/groups.csv (patient ids) merged with "
+                            "near-duplicate clusters, or near-duplicates alone without it; none = ungrouped")
     amp: bool = Field(True, description="bf16 autocast where the device runs bf16 natively "
                                         "(CUDA; a CPU with AVX512-BF16 or AMX)")
     num_workers: int = Field(0, ge=0, le=64)

@@ -1,4 +1,4 @@
-"""The competition layout: validation, stratified split, and a decoded-image cache.
+"""The competition layout: validation and a decoded-image cache.
 
 DATA/train.csv (file_name,COVID), DATA/train/<file_name>, DATA/test/<file_name>,
 DATA/sample_submission.csv (file_name,COVID).
@@ -17,7 +17,6 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import cv2
 import numpy as np
-from sklearn.model_selection import StratifiedKFold, train_test_split
 
 LABEL_COLUMN = "COVID"
 ID_COLUMN = "file_name"
@@ -130,35 +129,14 @@ def check_readable(split: Split) -> None:
         read_image(path)
 
 
-def stratified_split(labels: list[int] | tuple[int, ...], val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, val), stratified by class, the same for the same labels, fraction and seed."""
-    index = np.arange(len(labels))
-    if min(list(labels).count(0), list(labels).count(1)) < 2:
-        raise DataError("train.csv: each class needs at least 2 images for a stratified validation split")
-    try:
-        train_idx, val_idx = train_test_split(index, test_size=val_fraction, stratify=list(labels), random_state=seed)
-    except ValueError as err:
-        raise DataError(f"train.csv: cannot split {len(labels)} images with val_fraction={val_fraction}: {err}") from None
-    return np.sort(train_idx), np.sort(val_idx)
-
-
-def stratified_folds(labels: list[int] | tuple[int, ...], folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """K (train, val) index pairs; every image is in exactly one val fold; same seed, same folds."""
-    counts = [list(labels).count(c) for c in (0, 1)]
-    if min(counts) < folds:
-        raise DataError(f"train.csv: {folds}-fold cross-validation needs at least {folds} images of each class (has {counts})")
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return list(splitter.split(np.zeros(len(labels)), list(labels)))
-
-
-def trial_splits(labels, folds: int, val_fraction: float, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """A trial's (train, val) index pairs: K stratified folds, or one stratified holdout when folds is 1.
-
-    Fold i is ensemble member i, so a saved artifact's validation images can be rebuilt from its config.
-    """
-    if folds > 1:
-        return stratified_folds(labels, folds, seed)
-    return [stratified_split(labels, val_fraction, seed)]
+def labels_for(split: Split, labels_csv: Path) -> np.ndarray:
+    """The label of every image of split, in its order, from a file_name,COVID file (e.g. test_labels.csv)."""
+    ids, labels = read_label_csv(labels_csv)
+    known = dict(zip(ids, labels))
+    missing = [i for i in split.ids if i not in known]
+    if missing:
+        raise DataError(f"{labels_csv}: no label for {len(missing)} image(s) of {split.folder}, e.g. {missing[0]!r}")
+    return np.array([known[i] for i in split.ids])
 
 
 def fingerprint(split: Split) -> str:

@@ -12,7 +12,7 @@ from torch import nn
 
 from covid_sweep.artifact import LoadedArtifact
 from covid_sweep.augment import to_model_input
-from covid_sweep.data import CLASS_NAMES, DataError, Split, decode_resized, read_label_csv
+from covid_sweep.data import CLASS_NAMES, Split, decode_resized
 from covid_sweep.models import Ensemble
 from covid_sweep.train import predict_probs
 
@@ -69,15 +69,6 @@ def overlay(image_rgb: np.ndarray, cam: np.ndarray, alpha: float = 0.4) -> np.nd
     heat = cv2.applyColorMap((cam * 255).astype(np.uint8), cv2.COLORMAP_JET)
     heat = cv2.cvtColor(heat, cv2.COLOR_BGR2RGB)
     return cv2.addWeighted(image_rgb, 1 - alpha, heat, alpha, 0)
-
-
-def labels_for(split: Split, labels_csv: Path) -> np.ndarray:
-    ids, labels = read_label_csv(labels_csv)
-    known = dict(zip(ids, labels))
-    missing = [i for i in split.ids if i not in known]
-    if missing:
-        raise DataError(f"{labels_csv}: no label for {len(missing)} image(s) of {split.folder}, e.g. {missing[0]!r}")
-    return np.array([known[i] for i in split.ids])
 
 
 def most_confident(probs: np.ndarray, labels: np.ndarray, threshold: float, n: int) -> list[int]:

@@ -27,7 +27,9 @@ from covid_sweep.artifact import FILES, LoadedArtifact
 from covid_sweep.augment import MEAN, STD
 from covid_sweep.data import load_split
 from covid_sweep.errors import UserError
-from covid_sweep.explain import explain, labels_for
+from covid_sweep.data import labels_for
+from covid_sweep.estimate import EstimateVsTest, card_section, estimate_vs_test
+from covid_sweep.explain import explain
 from covid_sweep.predict import Prediction, predict_images, predict_split, sample_ids
 from covid_sweep.files import umask_mode
 from covid_sweep.submission import probabilities_text, submission_text
@@ -148,6 +150,15 @@ def loading_code(artifact: LoadedArtifact) -> str:
     return LOADING_CODE.format(torchscript=TORCHSCRIPT, size=artifact.config.input_size, threshold=artifact.threshold)
 
 
+def validation_summary(metadata: dict) -> str:
+    """Split kind, groups and size; the per-fold file lists stay in metadata.json."""
+    validation = metadata.get("validation", metadata.get("val_split", {}))
+    if "split" not in validation:
+        return f"ungrouped (recorded before grouped splits): {json.dumps(validation)}"
+    return (f"{validation['split']}; {validation['n_val']} images, seed {validation['seed']}; groups: "
+            f"{validation['groups']}; each fold's files: `model/metadata.json`")
+
+
 def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
@@ -168,7 +179,7 @@ def _gradcam_section(explained: Sequence) -> list[str]:
 
 
 def model_card(artifact: LoadedArtifact, provenance: Provenance, prediction: Prediction,
-               explained: Sequence = ()) -> str:
+               explained: Sequence = (), estimate: EstimateVsTest | None = None) -> str:
     config, metrics, metadata = artifact.config, artifact.metrics, artifact.metadata
     best = metrics.get("best", {})
     val_rows = [(k, v) for k, v in best.items() if k.startswith("val_")]
@@ -196,7 +207,7 @@ def model_card(artifact: LoadedArtifact, provenance: Provenance, prediction: Pre
         f"| promotion | {provenance.promotion or '-'} |",
         f"| training data fingerprint | `{metadata.get('data_fingerprint', '-')}` |",
         f"| training data | `{metadata.get('data_dir', config.data_dir)}` |",
-        f"| validation | {json.dumps(metadata.get('validation', metadata.get('val_split', {})))} |",
+        f"| validation | {validation_summary(metadata)} |",
         f"| class map | {json.dumps(metadata.get('class_map', {}))} |",
         "",
         "## Decision threshold",
@@ -211,6 +222,7 @@ def model_card(artifact: LoadedArtifact, provenance: Provenance, prediction: Pre
         "|---|---|",
         *(f"| {k} | {_fmt(v)} |" for k, v in val_rows),
         "",
+        *(card_section(estimate, prediction.views) if estimate else []),
         "## Configuration (TrialConfig)",
         "",
         "```json",
@@ -255,6 +267,7 @@ class ExportResult:
     out_dir: Path
     prediction: Prediction
     files: tuple[str, ...]
+    estimate: EstimateVsTest
 
 
 def check_out_dir(out_dir: Path, force: bool) -> None:
@@ -328,11 +341,12 @@ def export_bundle(artifact: LoadedArtifact, data_dir: Path, out_dir: Path, prove
         (staging / "probabilities.csv").write_text(probabilities)
         write_model_dir(artifact, staging / "model")
         explained = _explain_if_labelled(artifact, data_dir, staging / "explain")
-        (staging / "model_card.md").write_text(model_card(artifact, provenance, prediction, explained))
+        estimate = estimate_vs_test(artifact, data_dir, prediction)
+        (staging / "model_card.md").write_text(model_card(artifact, provenance, prediction, explained, estimate))
         files = tuple(sorted(os.listdir(staging)))
         if before_install is not None:
             before_install()
         install(staging, out_dir, force)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return ExportResult(out_dir=out_dir, prediction=prediction, files=files)
+    return ExportResult(out_dir=out_dir, prediction=prediction, files=files, estimate=estimate)

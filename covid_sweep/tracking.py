@@ -93,7 +93,10 @@ class Tracker:
         self.run.log({k: _scalar(v) for k, v in record.items()}, step=int(record["epoch"]))
 
     def summarize(self, best: dict, monitor: str, extra: dict | None = None) -> None:
-        # best_run() sorts by the *summary* value of the sweep metric: it must hold the best, not the last
+        # best_run() sorts by the *summary* value of the sweep metric: it must hold the best, not the last.
+        # wandb keeps the last epoch's row pending (step=epoch) and applies it to the summary when it is
+        # flushed, over whatever was written in between: flush it first.
+        self.run.log({}, commit=True)
         for key, value in best.items():
             self.run.summary[f"best_{key}"] = _scalar(value)
         if monitor in best:

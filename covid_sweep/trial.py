@@ -12,9 +12,11 @@ import numpy as np
 from covid_sweep import augment
 from covid_sweep.artifact import write_artifact
 from covid_sweep.config import ConfigError, TrialConfig
-from covid_sweep.data import cached_images, fingerprint, load_split, trial_splits
+from covid_sweep.data import cached_images, fingerprint, load_split
+from covid_sweep.groups import Groups, train_groups
 from covid_sweep.metrics import binary_metrics, choose_threshold
 from covid_sweep.models import build_model
+from covid_sweep.splits import split_kind, trial_splits
 from covid_sweep.tracking import Tracker
 from covid_sweep.train import fit_folds
 
@@ -58,7 +60,8 @@ def run_trial(
     data_fingerprint = fingerprint(train)  # hashes every image: once per trial
     images = cached_images(train, config.input_size, key=data_fingerprint)
     labels = np.asarray(train.labels)
-    index_pairs = trial_splits(labels, config.folds, config.val_fraction, config.seed)
+    groups = train_groups(data_dir, train, config.grouping, key=data_fingerprint)
+    index_pairs = trial_splits(labels, groups, config.folds, config.val_fraction, config.seed)
     splits = [(images[t], labels[t], images[v], labels[v]) for t, v in index_pairs]
     models = [build_model(config.backbone, config.pretrained) for _ in splits]
 
@@ -80,15 +83,24 @@ def run_trial(
                "best": result.best, "threshold": threshold, **at_threshold, "state": state, "history": result.history}
     metadata = {"trial": trial_name, "preprocessing": augment.preprocessing_spec(config.input_size),
                 "data_fingerprint": data_fingerprint, "data_dir": str(data_dir),
-                "validation": {"folds": config.folds, "val_fraction": None if config.folds > 1 else config.val_fraction,
-                               "seed": config.seed, "n_val": int(sum(len(v) for _, v in index_pairs)),
-                               "threshold_from": "out-of-fold predictions" if config.folds > 1 else "holdout"}}
+                "validation": validation_record(config, groups, index_pairs, train.ids)}
     path = write_artifact(Path(artifact_dir), result.best_state, config, metrics, metadata)
     if tracker:
-        tracker.summarize(result.best, config.monitor, {"threshold": threshold, "epochs_run": len(result.history)})
+        tracker.summarize(result.best, config.monitor, {"threshold": threshold, "epochs_run": len(result.history),
+                                                        "split": metadata["validation"]["split"]})
         tracker.log_evaluation(result.val_labels, result.val_probs, threshold)
         tracker.log_model(path, name=artifact_name or f"model-{trial_name or tracker.run.id}",
                           metadata={"config": config.model_dump(mode="json"), "metrics": result.best,
                                     "threshold": threshold, **metadata})
     return TrialResult(state=state, artifact=path, best=result.best, best_epoch=result.best_epoch,
                        epochs_run=len(result.history), threshold=threshold)
+
+
+def validation_record(config: TrialConfig, groups: Groups, index_pairs, ids) -> dict:
+    """How the validation numbers were measured, with every fold's file names so anyone can re-check it."""
+    return {"split": split_kind(groups.source, config.folds), "groups": groups.describe(),
+            "grouping": groups.source, "n_groups": groups.count, "folds": config.folds,
+            "val_fraction": None if config.folds > 1 else round(len(index_pairs[0][1]) / len(ids), 4),
+            "seed": config.seed, "n_val": int(sum(len(v) for _, v in index_pairs)),
+            "threshold_from": "out-of-fold predictions" if config.folds > 1 else "holdout",
+            "val_files": [[ids[i] for i in val] for _, val in index_pairs]}

@@ -16,11 +16,13 @@ import numpy as np
 import torch
 
 from covid_sweep.artifact import LoadedArtifact
-from covid_sweep.data import cached_images, fingerprint, load_split, trial_splits
+from covid_sweep.data import Split, cached_images, fingerprint, load_split
+from covid_sweep.groups import Groups
 from covid_sweep.errors import UserError
 from covid_sweep.metrics import binary_metrics
 from covid_sweep.models import Ensemble
 from covid_sweep.predict import check_views, predict_images
+from covid_sweep.splits import trial_splits
 
 DEFAULT_VIEW_SETS: tuple[tuple[str, ...], ...] = (
     ("identity",),
@@ -48,11 +50,27 @@ def validation_images(artifact: LoadedArtifact, data_dir: Path) -> list[tuple[to
                         f"artifact {expected[:12]}); its validation images cannot be rebuilt")
     images = cached_images(train, config.input_size, key=key)
     labels = np.asarray(train.labels)
-    pairs = trial_splits(labels, config.folds, config.val_fraction, config.seed)
+    folds = recorded_val_indices(artifact, train)
     members = list(artifact.model.members) if isinstance(artifact.model, Ensemble) else [artifact.model]
-    if len(members) != len(pairs):
-        raise UserError(f"{artifact.path}: {len(members)} model(s) for {len(pairs)} validation fold(s) in its config")
-    return [(member, np.ascontiguousarray(images[val]), labels[val]) for member, (_, val) in zip(members, pairs)]
+    if len(members) != len(folds):
+        raise UserError(f"{artifact.path}: {len(members)} model(s) for {len(folds)} validation fold(s) in its config")
+    return [(member, np.ascontiguousarray(images[val]), labels[val]) for member, val in zip(members, folds)]
+
+
+def recorded_val_indices(artifact: LoadedArtifact, train: Split) -> list[np.ndarray]:
+    """Each fold's validation rows of train.csv, as the artifact recorded them.
+
+    Artifacts from before grouped splits recorded no file names: their split was the ungrouped one."""
+    config = artifact.config
+    recorded = artifact.metadata.get("validation", {}).get("val_files")
+    if recorded is None:
+        return [val for _, val in trial_splits(np.asarray(train.labels), Groups("none", train.ids),
+                                                 config.folds, config.val_fraction, config.seed)]
+    row = {name: i for i, name in enumerate(train.ids)}
+    missing = [name for fold in recorded for name in fold if name not in row]
+    if missing:
+        raise UserError(f"{artifact.path}: validation file {missing[0]!r} is not in train.csv")
+    return [np.asarray([row[name] for name in fold]) for fold in recorded]
 
 
 def score_view_sets(artifact: LoadedArtifact, data_dir: Path,

@@ -24,10 +24,14 @@ def isolated_state(tmp_path, monkeypatch):
 
 
 def _slice(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
-    """A fake CT slice: a dark disc (body) with noise; COVID images get bright blobs (ground glass)."""
-    image = rng.normal(40, 10, (size, size)).clip(0, 255)
+    """A fake CT slice: a body ellipse with its own shape and texture (so two slices are not near-duplicates,
+    as two patients' are not) and noise; COVID images get bright blobs (ground glass)."""
+    texture = cv2.resize(rng.uniform(0, 90, (4, 4)), (size, size), interpolation=cv2.INTER_CUBIC)
+    image = rng.normal(40, 10, (size, size)) + texture
     yy, xx = np.mgrid[:size, :size]
-    body = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size * 0.4) ** 2
+    cy, cx = size / 2 + rng.uniform(-0.1, 0.1, 2) * size
+    ay, ax = rng.uniform(0.25, 0.45, 2) * size
+    body = ((yy - cy) / ay) ** 2 + ((xx - cx) / ax) ** 2 < 1
     image[body] += 60
     if label:
         for _ in range(3):

@@ -138,7 +138,7 @@ def test_k_fold_trial_is_an_ensemble_of_its_folds(tiny_config_values, tmp_path):
 def test_k_fold_needs_enough_images_per_class(tiny_config_values, tmp_path):
     from covid_sweep.data import DataError
 
-    with pytest.raises(DataError, match="20-fold cross-validation needs at least 20 images of each class"):
+    with pytest.raises(DataError, match="20 grouped folds need at least 20 groups holding class 0 \\(has 12\\)"):
         run_trial(build_config({**tiny_config_values, "folds": 20}), tmp_path / "m", progress=False)
 
 

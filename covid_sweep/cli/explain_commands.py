@@ -23,7 +23,8 @@ def explain(model_dir, data, out, labels, count) -> None:
     from covid_sweep.artifact import load_artifact
     from covid_sweep.data import load_split
     from covid_sweep.errors import UserError
-    from covid_sweep.explain import explain as run, labels_for
+    from covid_sweep.data import labels_for
+    from covid_sweep.explain import explain as run
 
     data_dir = resolve_data(data)
     labels = labels or data_dir / "test_labels.csv"

@@ -57,6 +57,11 @@ def export_best(sweep, data, out, registry, home, tta, tta_views, force) -> None
         click.echo(f"previous best: {result.previous}")
     click.echo(f"predicted {_summary(result.export.prediction)}")
     click.echo(f"wrote {result.export.out_dir}: {', '.join(result.export.files)}")
+    estimate = result.export.estimate
+    if estimate.test is not None:
+        val, test = estimate.validation.get("auc", float("nan")), estimate.test["auc"]
+        click.echo(f"validation AUC {val:.3f} ({estimate.split}) vs test AUC {test:.3f} (test_labels.csv): "
+                   f"gap {val - test:+.3f}")
 
 
 @click.command()

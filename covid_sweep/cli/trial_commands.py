@@ -15,8 +15,9 @@ from covid_sweep.errors import UserError
 @click.command("check-data")
 @click.argument("data")
 def check_data(data: str) -> None:
-    """Validate DATA (competition layout) and print counts per class and split."""
+    """Validate DATA (competition layout); print counts, the groups splits keep together, and leakage."""
     from covid_sweep.data import CLASS_NAMES, check_readable, load_split
+    from covid_sweep.leakage import leakage_report, report_lines
 
     data_dir = resolve_data(data)
     train, test = load_split(data_dir, "train"), load_split(data_dir, "test")
@@ -26,6 +27,8 @@ def check_data(data: str) -> None:
     click.echo(f"{data_dir}: layout OK, every image readable")
     click.echo(f"train: {len(train.ids)} images ({', '.join(f'{CLASS_NAMES[c]} {n}' for c, n in counts.items())})")
     click.echo(f"test:  {len(test.ids)} images (labels not in sample_submission.csv)")
+    for line in report_lines(leakage_report(data_dir, train, test)):
+        click.echo(line)
 
 
 @click.command()

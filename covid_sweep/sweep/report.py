@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from pathlib import Path
 
 from rich.markup import escape
 from rich.table import Table
@@ -17,6 +19,22 @@ def ranked(trials: list[Trial], goal: str) -> list[Trial]:
     return sorted(scored, key=lambda t: t.best, reverse=goal == "maximize") + unscored
 
 
+def objective_split(trials: list[Trial]) -> str:
+    """The validation split(s) the sweep's metric was measured on, as the trials' artifacts recorded them."""
+    kinds = sorted({kind for t in trials if (kind := recorded_split(t.artifact))})
+    return ", ".join(kinds) if kinds else "not known until a trial saves its model"
+
+
+def recorded_split(artifact_dir: str | None) -> str | None:
+    if not artifact_dir:
+        return None
+    try:
+        metadata = json.loads((Path(artifact_dir) / "metadata.json").read_text())
+    except (OSError, ValueError):
+        return None  # a missing or damaged artifact must not break the table
+    return metadata.get("validation", {}).get("split", "ungrouped (recorded before grouped splits)")
+
+
 def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.3g}"
@@ -29,7 +47,8 @@ def status_table(store: Store, sweep: Sweep) -> Table:
     cap = sweep.config.get("run_cap")
     progress = f"{sum(1 for t in trials if t.retry_of is None)}{f'/{cap}' if cap else ''} trials; " + ", ".join(
         f"{n} {s}" for s, n in sorted(states.items()))
-    table = Table(title=f"sweep {sweep.id} ({sweep.name}, {sweep.config['method']}): {progress}")
+    table = Table(title=f"sweep {sweep.id} ({sweep.name}, {sweep.config['method']}): {progress}",
+                  caption=f"{sweep.metric or 'metric'} measured on: {objective_split(trials)}")
     params = list(sweep.config.get("parameters", {}))
     varying = [p for p in params if "value" not in sweep.config["parameters"][p]]
     for column in ["trial", "state", f"best {sweep.metric}", "epochs", *varying]:
