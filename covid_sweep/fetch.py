@@ -4,6 +4,8 @@ ucsd-covid-ct: https://github.com/UCSD-AI4H/COVID-CT (Yang et al. 2020). The rep
 images as Images-processed/CT_{COVID,NonCOVID}.zip (one top folder per zip; file names with spaces, %,
 parentheses, .png and .jpg) and the official patient-level split as Data-split/*/{train,val,test}CT_*.txt.
 Official train + val become train/, official test becomes test/ (with its labels in test_labels.csv).
+The patient ids of COVID-CT-MetaInfo.xlsx and NonCOVID-CT-MetaInfo.csv become groups.csv, so that no
+validation split puts one patient on both sides.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ import urllib.request
 import uuid
 import zipfile
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
+import openpyxl
+from openpyxl.utils.exceptions import InvalidFileException
 from PIL import Image, ImageChops
 from tqdm import tqdm
 
@@ -51,7 +55,11 @@ OFFICIAL_SPLITS = ("train", "val", "test")
 OUT_SPLIT = {"train": "train", "val": "train", "test": "test"}
 ZIP_FILES = tuple(f"Images-processed/{folder}.zip" for folder, _, _ in CLASSES)
 SPLIT_FILES = tuple(f"Data-split/{d}/{s}CT_{d}.txt" for _, d, _ in CLASSES for s in OFFICIAL_SPLITS)
-SOURCE_FILES = ZIP_FILES + SPLIT_FILES
+COVID_META = "COVID-CT-MetaInfo.xlsx"  # first sheet: `File name`, `Patient ID`
+NONCOVID_META = "NonCOVID-CT-MetaInfo.csv"  # `image name`, `patient id`
+META_FILES = (COVID_META, NONCOVID_META)
+SOURCE_FILES = ZIP_FILES + SPLIT_FILES + META_FILES
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 MAX_SIDE = 384  # the competition's images were 384 x 384
 MARKER = ".covid-sweep-complete"  # written last: its presence means the folder is whole
@@ -65,10 +73,11 @@ CITATION = ('Xingyi Yang, Xuehai He, Jinyu Zhao, Yichen Zhang, Shanghang Zhang, 
             '"COVID-CT-Dataset: A CT Scan Dataset about COVID-19." arXiv:2003.13865 (2020).')
 
 MANUAL_HELP = (f"To fetch by hand, get the repository ({REPO_URL}: `git clone {REPO_URL}`, or download "
-               "Images-processed/CT_COVID.zip, Images-processed/CT_NonCOVID.zip and the Data-split folder) and run "
-               f"`covid-sweep fetch-data {UCSD} DEST --from-dir DIR`, where DIR is laid out like the repository "
-               "(DIR/Images-processed/CT_COVID.zip, DIR/Images-processed/CT_NonCOVID.zip, "
-               "DIR/Data-split/COVID/trainCT_COVID.txt ... DIR/Data-split/NonCOVID/testCT_NonCOVID.txt).")
+               f"Images-processed/CT_COVID.zip, Images-processed/CT_NonCOVID.zip, the Data-split folder, {COVID_META} "
+               f"and {NONCOVID_META}) and run `covid-sweep fetch-data {UCSD} DEST --from-dir DIR`, where DIR is laid "
+               "out like the repository (DIR/Images-processed/CT_COVID.zip, DIR/Images-processed/CT_NonCOVID.zip, "
+               "DIR/Data-split/COVID/trainCT_COVID.txt ... DIR/Data-split/NonCOVID/testCT_NonCOVID.txt, "
+               f"DIR/{COVID_META}, DIR/{NONCOVID_META}).")
 
 
 class FetchError(UserError):
@@ -88,6 +97,7 @@ class Item:
     official_split: str
     zip_path: Path
     member: str
+    patient_id: str = ""  # "covid:<Patient ID>" / "noncovid:<patient id>"; "" where the meta has none
 
     @property
     def split(self) -> str:
@@ -127,7 +137,8 @@ def resolve_data(value: str | os.PathLike) -> Path:
                          f"(known: {', '.join(DATASETS)})")
     target = cache_root() / "datasets" / name
     with _locked(target.parent / f".{name}.lock"):
-        if not (target / MARKER).is_file():
+        # a cache fetched before groups.csv existed would silently split patients: fetch it again
+        if not (target / MARKER).is_file() or not (target / "groups.csv").is_file():
             # force: a folder without the marker is debris of something else, never a finished fetch
             fetch(name, target, force=True)
     return target
@@ -149,7 +160,7 @@ def fetch(name: str, dest: str | os.PathLike, *, base_url: str | None = None,
         base_url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
         source = download_repo(base_url, cache_root() / "downloads" / name)
         origin = base_url
-    items = collect_items(source)
+    items = with_patient_ids(collect_items(source), source)
     _write_dataset(items, dest, seed=seed, origin=origin, force=force)
     return dest
 
@@ -379,6 +390,81 @@ def _refuse_listed_twice(listed: dict[str, list[str]], split_dir: str) -> None:
                          f"e.g. {', '.join(map(repr, twice[:5]))}")
 
 
+# ---------------------------------------------------------------- patient ids from the meta files
+
+
+def with_patient_ids(items: list[Item], source: Path) -> list[Item]:
+    """Items with their meta patient id; a train image without one is an error (groups.csv needs them all)."""
+    covid, noncovid = read_covid_meta(source / COVID_META), read_noncovid_meta(source / NONCOVID_META)
+    ids = {f"CT_COVID/{name}": f"covid:{pid}" for name, pid in covid.items()}
+    ids |= {f"CT_NonCOVID/{name}": f"noncovid:{pid}" for name, pid in noncovid.items()}
+    for item in items:
+        if item.split == "train" and item.source_file not in ids:
+            meta = COVID_META if item.label else NONCOVID_META
+            raise FetchError(f"{source / meta}: no patient id for train image {item.source_file!r}; "
+                             "groups.csv needs one for every train image")
+    return [replace(item, patient_id=ids.get(item.source_file, "")) for item in items]
+
+
+def read_covid_meta(path: Path) -> dict[str, str]:
+    """File name -> Patient ID from the first sheet; a name without an image extension is a .png."""
+    try:
+        workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except (OSError, zipfile.BadZipFile, KeyError, ValueError, InvalidFileException) as err:  # damaged or not xlsx
+        raise FetchError(f"{path}: cannot read the spreadsheet ({err})") from None
+    try:
+        rows = [[_cell(v) for v in row] for row in workbook.worksheets[0].iter_rows(values_only=True)]
+    finally:
+        workbook.close()
+    pairs = [(n if n.lower().endswith(IMAGE_SUFFIXES) else f"{n}.png", pid, row)
+             for n, pid, row in _meta_pairs(rows, "File name", "Patient ID", path)]
+    return _unique_ids(pairs, path)
+
+
+def read_noncovid_meta(path: Path) -> dict[str, str]:
+    """image name -> patient id."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = data.decode("latin-1")  # a legacy-encoded caption column must not cost the (ASCII) ids
+    rows = [[cell.strip() for cell in row] for row in csv.reader(io.StringIO(text))]
+    return _unique_ids(list(_meta_pairs(rows, "image name", "patient id", path)), path)
+
+
+def _cell(value) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # a number typed into a name or id cell: 12, not 12.0
+    return "" if value is None else str(value).strip()
+
+
+def _meta_pairs(rows: list[list[str]], name_col: str, id_col: str, path: Path):
+    """(name, id, 1-based row) under the first row that has both columns; rows missing either are skipped."""
+    for number, header in enumerate(rows[:10]):
+        if name_col in header and id_col in header:
+            at_name, at_id = header.index(name_col), header.index(id_col)
+            break
+    else:
+        raise FetchError(f"{path}: no header row with columns {name_col!r} and {id_col!r} in its first 10 rows")
+    for row_number, row in enumerate(rows[number + 1:], start=number + 2):
+        name = row[at_name] if at_name < len(row) else ""
+        pid = row[at_id] if at_id < len(row) else ""
+        if name and pid:
+            yield name, pid, row_number
+
+
+def _unique_ids(pairs: list[tuple[str, str, int]], path: Path) -> dict[str, str]:
+    """name -> id; a name listed again with another id is refused: picking one could merge two patients."""
+    ids: dict[str, tuple[str, int]] = {}
+    for name, pid, row in pairs:
+        if name in ids and ids[name][0] != pid:
+            first_id, first_row = ids[name]
+            raise FetchError(f"{path}: {name!r} has patient id {first_id!r} in row {first_row} "
+                             f"and {pid!r} in row {row}")
+        ids.setdefault(name, (pid, row))
+    return {name: pid for name, (pid, _) in ids.items()}
+
+
 # ---------------------------------------------------------------- writing the competition layout
 
 
@@ -484,8 +570,9 @@ def _write_tables(numbered: dict[str, list[Item]], root: Path) -> None:
     _csv(root / "train.csv", ["file_name", "COVID"], [(f"{n}.png", i.label) for n, i in enumerate(train)])
     _csv(root / "sample_submission.csv", ["file_name", "COVID"], [(f"{n}.png", 0) for n in range(len(test))])
     _csv(root / "test_labels.csv", ["file_name", "COVID"], [(f"{n}.png", i.label) for n, i in enumerate(test)])
-    _csv(root / "manifest.csv", ["file_name", "split", "COVID", "official_split", "source_file"],
-         [(f"{n}.png", split, i.label, i.official_split, i.source_file)
+    _csv(root / "groups.csv", ["file_name", "group"], [(f"{n}.png", i.patient_id) for n, i in enumerate(train)])
+    _csv(root / "manifest.csv", ["file_name", "split", "COVID", "official_split", "patient_id", "source_file"],
+         [(f"{n}.png", split, i.label, i.official_split, i.patient_id, i.source_file)
           for split, items in numbered.items() for n, i in enumerate(items)])
 
 
@@ -508,7 +595,8 @@ Label `COVID`: 1 = COVID-19 positive, 0 = not.
 - Data set: COVID-CT-Dataset (UCSD-AI4H), {REPO_URL}
 - Read from: {origin}
   (`Images-processed/CT_COVID.zip`, `Images-processed/CT_NonCOVID.zip`,
-  `Data-split/{{COVID,NonCOVID}}/{{train,val,test}}CT_{{COVID,NonCOVID}}.txt`)
+  `Data-split/{{COVID,NonCOVID}}/{{train,val,test}}CT_{{COVID,NonCOVID}}.txt`,
+  `{COVID_META}`, `{NONCOVID_META}`)
 - Citation: {CITATION}
 
 ## Licence
@@ -529,7 +617,13 @@ Official (patient-level) split of the repository.
 
 - `train/N.png`, `test/N.png`: N = 0..n-1 after a shuffle seeded with {seed}, so N does not reveal the class.
 - `train.csv`, `sample_submission.csv` (all 0), `test_labels.csv` (true labels): `file_name,COVID`.
-- `manifest.csv`: `file_name,split,COVID,official_split,source_file` for every image.
+- `groups.csv`: `file_name,group` for every train image, in `train.csv` order; `group` is the patient:
+  `covid:` + the `Patient ID` of the image's row in `{COVID_META}` (first sheet, matched on
+  `File name`, `.png` appended where the name has no image extension), or `noncovid:` + the
+  `patient id` of its row in `{NONCOVID_META}` (matched on `image name`); cells stripped of
+  surrounding spaces. Splits that honour it never put one patient on both sides.
+- `manifest.csv`: `file_name,split,COVID,official_split,patient_id,source_file` for every image
+  (`patient_id` empty where the meta has none).
 - Images: PNG, alpha composited onto black, Lanczos-downscaled (never upscaled) to fit
   {MAX_SIDE} x {MAX_SIDE} keeping the aspect ratio; 8-bit gray where the source has no colour, else RGB.
 """)

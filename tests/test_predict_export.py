@@ -217,6 +217,23 @@ def test_export_folder_contents_and_model_card(trained, exported):
     assert out.stat().st_mode & 0o777 == umask_mode(0o777)  # not mkdtemp's 0700
 
 
+def test_model_card_shows_the_validation_estimate_beside_the_test_score(trained, exported):
+    from sklearn.metrics import roc_auc_score
+
+    data, artifact_dir = trained
+    out, result = exported
+    artifact = load_artifact(artifact_dir)
+    card = (out / "model_card.md").read_text()
+    assert "Validation split: **grouped holdout (near-duplicates only)**." in card
+    assert "| validation | grouped holdout (near-duplicates only); 3 images, seed 0; groups: 12 groups" in card
+    rows = list(csv.DictReader((data / "test_labels.csv").open()))
+    probs = read_probabilities(out / "probabilities.csv")
+    test_auc = roc_auc_score([int(r["COVID"]) for r in rows], [probs[r["file_name"]] for r in rows])
+    val_auc = artifact.metrics["best"]["val_auc"]
+    assert f"| auc | {val_auc:.3f} | {test_auc:.3f} | {val_auc - test_auc:+.3f} |" in card
+    assert result.estimate.gap("auc") == pytest.approx(val_auc - test_auc)
+
+
 def test_a_k_fold_ensemble_exports_to_one_torchscript_model(tmp_path):
     """folds > 1 artifacts hold an Ensemble (log of the mean probability): the export gives that mean."""
     config = build_config({"backbone": "resnet18", "input_size": 32, "folds": 2, "device": "cpu"})

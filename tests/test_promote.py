@@ -127,7 +127,8 @@ def test_alias_moves_to_each_new_winner(trained, tmp_path, home):
     table = status_table(store, store.sweep("sw1"))
     console = Console(width=200, record=True, file=io.StringIO())
     console.print(table)
-    assert "sw1-002 [best]" in console.export_text()
+    shown = console.export_text()
+    assert "sw1-002 [best]" in shown and "measured on: grouped holdout (near-duplicates only)" in shown
 
     # a failed export (non-empty folder without --force) moves no alias and touches no file
     third = add_trial(store, "sw1-005", "finished", [0.9], artifact)

@@ -20,6 +20,12 @@ def test_check_data_on_the_real_set():
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "train: 543 images" in result.stdout and "test:  203 images" in result.stdout
+    # the groups its splits use, and the two conflicting-label duplicates that SOURCE.md names
+    assert "groups: 280 groups from groups.csv merged with near-duplicate clusters" in result.stdout
+    assert ", 2 with conflicting labels:" in result.stdout
+    for pair in ("train/239.png (COVID=0) ~ test/191.png (COVID=1)", "train/24.png (COVID=0) ~ test/95.png (COVID=1)"):
+        line = next(line for line in result.stdout.splitlines() if pair in line)
+        assert line.endswith("CONFLICTING LABELS")
 
 
 def test_smoke_sweep_on_the_real_set(tmp_path):
@@ -38,6 +44,9 @@ def test_smoke_sweep_on_the_real_set(tmp_path):
     assert len(list((home / "wandb").glob("offline-run-*"))) == 6
     for trial in trials:
         assert (home / "artifacts" / sweep.id / trial.name / "model.safetensors").exists()
+    status = subprocess.run([sys.executable, "-m", "covid_sweep", "status", "--home", str(home)],
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    assert "measured on: grouped holdout (patients + near-duplicates)" in status.stdout
 
 
 def test_real_trial_on_a_few_dozen_images_reproduces_its_val_accuracy(tmp_path):
@@ -51,7 +60,6 @@ def test_real_trial_on_a_few_dozen_images_reproduces_its_val_accuracy(tmp_path):
     from covid_sweep.artifact import load_artifact
     from covid_sweep.config import build_config
     from covid_sweep.data import cached_images, load_split
-    from covid_sweep.splits import stratified_split
     from covid_sweep.metrics import binary_metrics
     from covid_sweep.train import predict_probs
     from covid_sweep.trial import run_trial
@@ -75,7 +83,8 @@ def test_real_trial_on_a_few_dozen_images_reproduces_its_val_accuracy(tmp_path):
     result = run_trial(config, tmp_path / "model", progress=False)
     loaded = load_artifact(result.artifact)
     split = load_split(data, "train")
-    _, val_idx = stratified_split(split.labels, config.val_fraction, config.seed)
+    val_files = loaded.metadata["validation"]["val_files"][0]  # the split the trial recorded
+    val_idx = [split.ids.index(name) for name in val_files]
     images = np.asarray(cached_images(split, config.input_size))[val_idx]
     probs = predict_probs(loaded.model, images, 16, torch.device("cpu"))
     logged = loaded.metrics["best"]["val_acc"]
