@@ -409,13 +409,11 @@ def with_patient_ids(items: list[Item], source: Path) -> list[Item]:
 def read_covid_meta(path: Path) -> dict[str, str]:
     """File name -> Patient ID from the first sheet; a name without an image extension is a .png."""
     try:
-        workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
+        # not read_only: that mode trusts the sheet's stored dimensions, which some writers get wrong
+        workbook = openpyxl.load_workbook(path, data_only=True)
     except (OSError, zipfile.BadZipFile, KeyError, ValueError, InvalidFileException) as err:  # damaged or not xlsx
         raise FetchError(f"{path}: cannot read the spreadsheet ({err})") from None
-    try:
-        rows = [[_cell(v) for v in row] for row in workbook.worksheets[0].iter_rows(values_only=True)]
-    finally:
-        workbook.close()
+    rows = [[_cell(v) for v in row] for row in workbook.worksheets[0].iter_rows(values_only=True)]
     pairs = [(n if n.lower().endswith(IMAGE_SUFFIXES) else f"{n}.png", pid, row)
              for n, pid, row in _meta_pairs(rows, "File name", "Patient ID", path)]
     return _unique_ids(pairs, path)

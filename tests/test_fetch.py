@@ -16,6 +16,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import openpyxl
 import pytest
 from click.testing import CliRunner
 from PIL import Image
@@ -41,6 +42,31 @@ NONCOVID = {
     "60 .jpg": (71, 35, "rgb-jpg", "test"),  # a space before the dot: only .strip() of the whole line may trim
 }
 CLASSES = (("CT_COVID", "COVID", COVID, 200), ("CT_NonCOVID", "NonCOVID", NONCOVID, 50))
+
+# meta rows: image -> (name cell, patient cell), written as the repository's meta files have them
+COVID_META = {
+    "2020.03.16 p19 (1).png": ("2020.03.16 p19 (1)", "Patient 1"),  # no extension: the image is its .png
+    "71%0.jpg": ("71%0.jpg", " Patient 1 "),
+    "big scan (2).png": ("  big scan (2).png ", "Patient 2"),
+    "kjr-21-e24-p5-29.png": ("kjr-21-e24-p5-29.png", "Patient 3"),
+    "p-6.jpg": ("p-6.jpg", "Patient 4"),
+}  # "alpha %.png" (test) has no row: only train images need one
+NONCOVID_META = {
+    "12%1.png": ("12%1.png", "medpix_patient_1"),
+    "n (2).jpg": (" n (2).jpg", " medpix_patient_1 "),
+    "26.png": ("26.png", "crawled_patient_2"),
+    "22%0.jpg": ("22%0.jpg", "crawled_patient_3"),
+    "578.png": ("578.png", "p578"),
+    "60 .jpg": ("60 .jpg ", "p60"),
+}
+GROUPS = {
+    "CT_COVID/2020.03.16 p19 (1).png": "covid:Patient 1", "CT_COVID/71%0.jpg": "covid:Patient 1",
+    "CT_COVID/big scan (2).png": "covid:Patient 2", "CT_COVID/kjr-21-e24-p5-29.png": "covid:Patient 3",
+    "CT_COVID/p-6.jpg": "covid:Patient 4",
+    "CT_NonCOVID/12%1.png": "noncovid:medpix_patient_1", "CT_NonCOVID/n (2).jpg": "noncovid:medpix_patient_1",
+    "CT_NonCOVID/26.png": "noncovid:crawled_patient_2", "CT_NonCOVID/22%0.jpg": "noncovid:crawled_patient_3",
+    "CT_NonCOVID/578.png": "noncovid:p578", "CT_NonCOVID/60 .jpg": "noncovid:p60",
+}
 
 
 def _image_bytes(width: int, height: int, kind: str, level: int, seed: int) -> bytes:
@@ -70,8 +96,30 @@ def _split_list(names: list[str]) -> bytes:
     return ("\r\n" + "\r\n".join(f"  {n}\t" for n in names) + "\r\n\r\n").encode()
 
 
+def write_covid_meta(path: Path, rows: list[tuple], decoy: bool = True) -> None:
+    """First sheet as the repository's: File name, Patient ID, more columns, blank and id-less rows."""
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    sheet.append(["File name", "Patient ID", "DOI"])
+    for name, patient in rows:
+        sheet.append([name, patient, "10.1000/x"])
+    sheet.append([])
+    sheet.append(["unlisted.png", None, "no id"])
+    if decoy:  # only the first sheet counts
+        workbook.create_sheet("other").append(["File name", "Patient ID"])
+        workbook["other"].append(["p-6.jpg", "Patient 99"])
+    workbook.save(path)
+
+
+def write_noncovid_meta(path: Path, rows: list[tuple]) -> None:
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)  # CRLF, as Excel-written csv files have
+        writer.writerow(["image name", "patient id", "caption"])
+        writer.writerows((name, patient, "axial CT, lower lobes") for name, patient in rows)
+
+
 def make_replica(root: Path) -> Path:
-    """The repository's data files: Images-processed/CT_*.zip (top folder inside) and Data-split lists."""
+    """The repository's data files: Images-processed/CT_*.zip (top folder inside), Data-split lists, meta."""
     (root / "Images-processed").mkdir(parents=True)
     for seed, (folder, split_dir, images, level) in enumerate(CLASSES):
         with zipfile.ZipFile(root / "Images-processed" / f"{folder}.zip", "w") as archive:
@@ -84,6 +132,8 @@ def make_replica(root: Path) -> Path:
         for split in ("train", "val", "test"):
             names = [n for n, spec in images.items() if spec[3] == split]
             (root / "Data-split" / split_dir / f"{split}CT_{split_dir}.txt").write_bytes(_split_list(names))
+    write_covid_meta(root / "COVID-CT-MetaInfo.xlsx", list(COVID_META.values()))
+    write_noncovid_meta(root / "NonCOVID-CT-MetaInfo.csv", list(NONCOVID_META.values()))
     return root
 
 
@@ -179,7 +229,7 @@ def test_fetch_writes_the_competition_layout_with_the_official_split(server, tmp
     assert (dest / "train.csv").read_bytes().count(b"\r") == 0
 
     manifest = _rows(dest / "manifest.csv")
-    assert list(manifest[0]) == ["file_name", "split", "COVID", "official_split", "source_file"]
+    assert list(manifest[0]) == ["file_name", "split", "COVID", "official_split", "patient_id", "source_file"]
     labels = {(split, r["file_name"]): r["COVID"] for split, rows in (("train", train), ("test", test)) for r in rows}
     specs = {f"{folder}/{n}": (int(level > 128), spec) for folder, _, images, level in CLASSES
              for n, spec in images.items()}
@@ -187,6 +237,7 @@ def test_fetch_writes_the_competition_layout_with_the_official_split(server, tmp
     for row in manifest:
         label, (w, h, kind, official) = specs[row["source_file"]]
         assert row["official_split"] == official and row["split"] == ("test" if official == "test" else "train")
+        assert row["patient_id"] == GROUPS.get(row["source_file"], "")
         assert int(row["COVID"]) == label and labels[(row["split"], row["file_name"])] == str(label)
         with Image.open(dest / row["split"] / row["file_name"]) as image:
             assert image.format == "PNG" and image.size == _expected_size(w, h)
@@ -198,8 +249,17 @@ def test_fetch_writes_the_competition_layout_with_the_official_split(server, tmp
         assert bright == bool(label)
         assert cv2.imread(str(dest / row["split"] / row["file_name"]), cv2.IMREAD_UNCHANGED) is not None
 
+    # groups.csv: the patient of every train image, in train.csv order
+    source_of = {r["file_name"]: r["source_file"] for r in manifest if r["split"] == "train"}
+    groups = _rows(dest / "groups.csv")
+    assert [r["file_name"] for r in groups] == [r["file_name"] for r in train]
+    assert [r["group"] for r in groups] == [GROUPS[source_of[r["file_name"]]] for r in train]
+    assert (dest / "groups.csv").read_bytes().startswith(b"file_name,group\n")
+    assert (dest / "groups.csv").read_bytes().count(b"\r") == 0
+
     source_md = (dest / "SOURCE.md").read_text()
-    for needle in ("github.com/UCSD-AI4H/COVID-CT", "arXiv:2003.13865", "Yang", "copyrights", "research", server.url):
+    for needle in ("github.com/UCSD-AI4H/COVID-CT", "arXiv:2003.13865", "Yang", "copyrights", "research", server.url,
+                   "`groups.csv`", "COVID-CT-MetaInfo.xlsx", "NonCOVID-CT-MetaInfo.csv"):
         assert needle in source_md
     assert (dest / MARKER).is_file()
     assert not list(tmp_path.glob(".out.*"))  # no build folder left beside DEST
@@ -224,9 +284,11 @@ def test_from_dir_reads_a_folder_laid_out_like_the_repository(replica, tmp_path)
     assert not _download_cache(tmp_path).exists()
 
 
-def test_from_dir_missing_files_are_named(replica, tmp_path):
-    (replica / "Data-split" / "NonCOVID" / "valCT_NonCOVID.txt").unlink()
-    with pytest.raises(FetchError, match="Data-split/NonCOVID/valCT_NonCOVID.txt"):
+@pytest.mark.parametrize("rel", ["Data-split/NonCOVID/valCT_NonCOVID.txt", "COVID-CT-MetaInfo.xlsx",
+                                 "NonCOVID-CT-MetaInfo.csv"])
+def test_from_dir_missing_files_are_named(replica, tmp_path, rel):
+    (replica / rel).unlink()
+    with pytest.raises(FetchError, match=f"missing {rel}"):
         fetch(UCSD, tmp_path / "out", from_dir=replica)
 
 
@@ -234,6 +296,40 @@ def test_a_listed_image_missing_from_the_zip_is_an_error_naming_it(replica, tmp_
     lst = replica / "Data-split" / "COVID" / "testCT_COVID.txt"
     lst.write_text(lst.read_text() + "ghost (1).png\n")
     with pytest.raises(FetchError, match=r"CT_COVID.zip: 1 image.*'ghost \(1\).png'"):
+        fetch(UCSD, tmp_path / "out", from_dir=replica)
+
+
+def test_a_train_image_without_a_patient_id_is_an_error_naming_it(replica, tmp_path):
+    rows = [v for k, v in NONCOVID_META.items() if k != "n (2).jpg"]
+    write_noncovid_meta(replica / "NonCOVID-CT-MetaInfo.csv", rows)
+    with pytest.raises(FetchError, match=r"NonCOVID-CT-MetaInfo.csv: no patient id for train image "
+                                         r"'CT_NonCOVID/n \(2\).jpg'") as caught:
+        fetch(UCSD, tmp_path / "out", from_dir=replica)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_test_image_without_a_patient_id_is_fine(replica, tmp_path):
+    rows = [v for k, v in NONCOVID_META.items() if k != "578.png"]  # official test
+    write_noncovid_meta(replica / "NonCOVID-CT-MetaInfo.csv", rows)
+    manifest = _rows(fetch(UCSD, tmp_path / "out", from_dir=replica) / "manifest.csv")
+    assert [r["patient_id"] for r in manifest if r["source_file"] == "CT_NonCOVID/578.png"] == [""]
+
+
+def test_an_image_with_two_patient_ids_is_an_error_naming_the_rows(replica, tmp_path):
+    rows = list(COVID_META.values()) + [("p-6.jpg", "Patient 7")]
+    write_covid_meta(replica / "COVID-CT-MetaInfo.xlsx", rows, decoy=False)
+    with pytest.raises(FetchError, match=r"COVID-CT-MetaInfo.xlsx: 'p-6.jpg' has patient id 'Patient 4' in row 6 "
+                                         r"and 'Patient 7' in row 7"):
+        fetch(UCSD, tmp_path / "out", from_dir=replica)
+
+
+def test_meta_without_its_columns_or_unreadable_is_an_error_naming_the_file(replica, tmp_path):
+    (replica / "NonCOVID-CT-MetaInfo.csv").write_text("image,patient\n26.png,x\n")
+    with pytest.raises(FetchError, match=r"NonCOVID-CT-MetaInfo.csv: no header row with columns 'image name' and "
+                                         r"'patient id'"):
+        fetch(UCSD, tmp_path / "out", from_dir=replica)
+    (replica / "COVID-CT-MetaInfo.xlsx").write_text("File name,Patient ID\n")
+    with pytest.raises(FetchError, match=r"COVID-CT-MetaInfo.xlsx: cannot read the spreadsheet"):
         fetch(UCSD, tmp_path / "out", from_dir=replica)
 
 
@@ -283,7 +379,7 @@ def test_downloads_are_recorded_and_checked_on_later_use(server, tmp_path, capsy
     fetch(UCSD, tmp_path / "a", base_url=server.url)
     cache = _download_cache(tmp_path)
     record = json.loads((cache / "downloads.json").read_text())
-    assert len(record) == 8
+    assert len(record) == 10  # 2 zips, 6 split lists, 2 meta files
     zip_bytes = (server.root / ZIP).read_bytes()
     assert record[ZIP]["size"] == len(zip_bytes)
     assert record[ZIP]["sha256"] == hashlib.sha256(zip_bytes).hexdigest()
@@ -429,6 +525,13 @@ def test_resolve_data_replaces_an_unfinished_cache_folder(server, tmp_path, monk
     assert (resolve_data(UCSD) / MARKER).is_file()
 
 
+def test_resolve_data_fetches_again_a_cache_from_before_groups_csv(server, tmp_path, monkeypatch):
+    monkeypatch.setenv(fetch_mod.BASE_URL_ENV, server.url)
+    first = resolve_data(UCSD)
+    (first / "groups.csv").unlink()
+    assert (resolve_data(UCSD) / "groups.csv").is_file()
+
+
 def test_resolve_data_passes_folders_through_and_rejects_the_unknown(tmp_path):
     assert resolve_data(tmp_path) == tmp_path
     assert resolve_data(str(tmp_path)) == tmp_path
@@ -474,11 +577,8 @@ REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "covid-ct"
 needs_real = pytest.mark.skipif(not (REAL_DATA / "manifest.csv").is_file(), reason="no ../shared data")
 
 
-@needs_real
-def test_real_file_names_and_split_reproduce_the_shared_numbering(tmp_path):
-    """The shared copy was built from the same split lists with seed 42: names and numbers must agree."""
-    manifest = _rows(REAL_DATA / "manifest.csv")
-    root = tmp_path / "names-only"
+def _names_only_replica(root: Path, manifest: list[dict]) -> Path:
+    """Empty zip members, split lists and meta files with the shared set's names and patient ids."""
     (root / "Images-processed").mkdir(parents=True)
     for folder, split_dir, _, _ in CLASSES:
         mine = [r for r in manifest if r["source_file"].startswith(f"{folder}/")]
@@ -489,11 +589,39 @@ def test_real_file_names_and_split_reproduce_the_shared_numbering(tmp_path):
         for split in ("train", "val", "test"):
             names = [r["source_file"].split("/", 1)[1] for r in mine if r["official_split"] == split]
             (root / "Data-split" / split_dir / f"{split}CT_{split_dir}.txt").write_bytes(_split_list(names))
+    covid = [(r["source_file"].split("/", 1)[1], r["patient_id"].removeprefix("covid:")) for r in manifest
+             if r["source_file"].startswith("CT_COVID/")]
+    # the real xlsx leaves .png off some names (SOURCE.md's rule): both forms
+    write_covid_meta(root / "COVID-CT-MetaInfo.xlsx",
+                     [(name.removesuffix(".png") if i % 2 else name, pid) for i, (name, pid) in enumerate(covid)])
+    write_noncovid_meta(root / "NonCOVID-CT-MetaInfo.csv",
+                        [(r["source_file"].split("/", 1)[1], r["patient_id"].removeprefix("noncovid:"))
+                         for r in manifest if r["source_file"].startswith("CT_NonCOVID/")])
+    return root
+
+
+@needs_real
+def test_real_file_names_and_split_reproduce_the_shared_numbering(tmp_path):
+    """The shared copy was built from the same split lists with seed 42: names and numbers must agree."""
+    manifest = _rows(REAL_DATA / "manifest.csv")
+    root = _names_only_replica(tmp_path / "names-only", manifest)
     numbered = fetch_mod.number_items(fetch_mod.collect_items(root), seed=42)
     got = {(split, f"{n}.png"): (item.source_file, str(item.label), item.official_split)
            for split, items in numbered.items() for n, item in enumerate(items)}
     want = {(r["split"], r["file_name"]): (r["source_file"], r["COVID"], r["official_split"]) for r in manifest}
     assert got == want
+
+
+@needs_real
+def test_real_meta_reproduces_the_shared_groups_csv_byte_for_byte(tmp_path):
+    manifest = _rows(REAL_DATA / "manifest.csv")
+    root = _names_only_replica(tmp_path / "names-only", manifest)
+    numbered = fetch_mod.number_items(fetch_mod.with_patient_ids(fetch_mod.collect_items(root), root), seed=42)
+    out = tmp_path / "out"
+    out.mkdir()
+    fetch_mod._write_tables(numbered, out)
+    assert (out / "groups.csv").read_bytes() == (REAL_DATA / "groups.csv").read_bytes()
+    assert (out / "manifest.csv").read_bytes() == (REAL_DATA / "manifest.csv").read_bytes()
 
 
 @needs_real
