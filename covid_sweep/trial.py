@@ -31,6 +31,7 @@ class TrialResult:
     best_epoch: int
     epochs_run: int
     threshold: float
+    split: str = ""  # what the validation numbers were measured on
 
 
 def data_dir_for(config: TrialConfig) -> Path:
@@ -93,7 +94,7 @@ def run_trial(
                           metadata={"config": config.model_dump(mode="json"), "metrics": result.best,
                                     "threshold": threshold, **metadata})
     return TrialResult(state=state, artifact=path, best=result.best, best_epoch=result.best_epoch,
-                       epochs_run=len(result.history), threshold=threshold)
+                       epochs_run=len(result.history), threshold=threshold, split=metadata["validation"]["split"])
 
 
 def validation_record(config: TrialConfig, groups: Groups, index_pairs, ids) -> dict:

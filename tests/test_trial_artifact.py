@@ -80,6 +80,7 @@ def test_offline_tracking_leaves_a_syncable_run_with_best_summary(tiny_config_va
     # the summary holds the best value (what best_run() sorts by), not the last epoch's
     assert tracker.run.summary["val_auc"] == pytest.approx(result.best["val_auc"])
     assert tracker.run.summary["best_val_acc"] == pytest.approx(result.best["val_acc"])
+    assert tracker.run.summary["split"] == "grouped holdout (near-duplicates only)"  # what val_auc was measured on
     tracker.finish(0)
     runs = list((tmp_path / "wb" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].glob("*.wandb"))

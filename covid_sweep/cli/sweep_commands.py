@@ -73,10 +73,12 @@ def status(sweep_id, home) -> None:
 
 
 def _print_status(store, sweep_id: str) -> None:
-    from covid_sweep.sweep.report import status_table
+    from covid_sweep.sweep.report import objective_line, status_table
 
     from rich.console import Console
 
     # wide enough for the param columns when piped (CI logs, files)
     console = Console() if Console().is_terminal else Console(width=200)
-    console.print(status_table(store, store.sweep(sweep_id)))
+    sweep = store.sweep(sweep_id)
+    console.print(status_table(store, sweep))
+    console.print(objective_line(store, sweep), soft_wrap=True)

@@ -64,6 +64,7 @@ def train(data, home, out, wandb_mode, project, quiet, config_file, trial_values
     tracker.finish(0)
     best = ", ".join(f"{k}={v:.4f}" for k, v in result.best.items() if k.startswith("val_"))
     click.echo(f"{result.state} after {result.epochs_run} epochs; best epoch {result.best_epoch}: {best}")
+    click.echo(f"validation split: {result.split}")
     click.echo(f"decision threshold (chosen on validation): {result.threshold:.4f}")
     click.echo(f"artifact: {result.artifact}")
 

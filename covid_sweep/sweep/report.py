@@ -19,10 +19,15 @@ def ranked(trials: list[Trial], goal: str) -> list[Trial]:
     return sorted(scored, key=lambda t: t.best, reverse=goal == "maximize") + unscored
 
 
+def objective_line(store: Store, sweep: Sweep) -> str:
+    """What the sweep's metric was measured on: a validation number means little without its split."""
+    return f"{sweep.metric or 'metric'} measured on: {objective_split(store.trials(sweep.id))}"
+
+
 def objective_split(trials: list[Trial]) -> str:
     """The validation split(s) the sweep's metric was measured on, as the trials' artifacts recorded them."""
     kinds = sorted({kind for t in trials if (kind := recorded_split(t.artifact))})
-    return ", ".join(kinds) if kinds else "not known until a trial saves its model"
+    return "; ".join(kinds) if kinds else "not known until a trial saves its model"
 
 
 def recorded_split(artifact_dir: str | None) -> str | None:
@@ -47,8 +52,7 @@ def status_table(store: Store, sweep: Sweep) -> Table:
     cap = sweep.config.get("run_cap")
     progress = f"{sum(1 for t in trials if t.retry_of is None)}{f'/{cap}' if cap else ''} trials; " + ", ".join(
         f"{n} {s}" for s, n in sorted(states.items()))
-    table = Table(title=f"sweep {sweep.id} ({sweep.name}, {sweep.config['method']}): {progress}",
-                  caption=f"{sweep.metric or 'metric'} measured on: {objective_split(trials)}")
+    table = Table(title=f"sweep {sweep.id} ({sweep.name}, {sweep.config['method']}): {progress}")
     params = list(sweep.config.get("parameters", {}))
     varying = [p for p in params if "value" not in sweep.config["parameters"][p]]
     for column in ["trial", "state", f"best {sweep.metric}", "epochs", *varying]:
