@@ -68,7 +68,7 @@ def status(sweep_id, home) -> None:
     """Progress and trial table of SWEEP_ID (default the latest sweep), best first."""
     from covid_sweep.sweep.controller import open_store
 
-    store = open_store(paths.home(home))
+    store = open_store(paths.home(home), create=False)
     _print_status(store, sweep_id or store.latest_sweep().id)
 
 
