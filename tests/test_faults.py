@@ -92,6 +92,26 @@ def test_sigterm_to_the_controller_process_group_interrupts_trials_and_resume_re
     assert all(t.state == "finished" for t in retries), outcome
 
 
+def test_sigterm_to_every_process_as_systemd_sends_it_interrupts_trials_rather_than_stopping_them(tmp_path):
+    store = Store(tmp_path / "home" / "sweeps.db")
+    config = {"method": "grid", "metric": METRIC,
+              "parameters": {"quality": {"values": [0.3, 0.6]}, "epochs": {"value": 40}, "epoch_s": {"value": 0.2}}}
+    sweep = new_sweep(store, config, "t.yaml", None, seed=0)
+    controller = subprocess.Popen([sys.executable, str(HERE / "run_fake_controller.py"), str(store.path), sweep.id,
+                                   str(tmp_path / "home"), "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True, start_new_session=True)
+    try:
+        assert _wait_for(lambda: sum(t.state == "running" and t.epochs >= 1 for t in store.trials(sweep.id)) == 2)
+        for trial in store.trials(sweep.id):  # systemd's KillMode=control-group: every process, own session or not
+            os.kill(trial.pid, signal.SIGTERM)
+        os.killpg(controller.pid, signal.SIGTERM)
+        output = controller.communicate(timeout=60)[0]
+    finally:
+        if controller.poll() is None:
+            os.killpg(controller.pid, signal.SIGKILL)
+    assert [t.state for t in store.trials(sweep.id)] == ["interrupted", "interrupted"], output
+
+
 # ---- 2. resume must not signal a recycled pid ---------------------------------------------------
 
 def test_resume_after_a_reboot_never_signals_the_stranger_that_now_holds_a_trials_pid(tmp_path):

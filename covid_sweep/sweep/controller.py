@@ -134,6 +134,8 @@ class Controller:
         """Record the trials whose process ended. One that did not record its own end is `unmarked`:
         failed (it crashed), or interrupted when the controller itself is shutting down."""
         for trial_id, slot in list(self.slots.items()):
+            if self._shutdown and unmarked == "failed":
+                return  # a signal arrived meanwhile: _stop_all judges what it ended
             code = slot.process.poll()
             if code is None:
                 continue
@@ -196,11 +198,11 @@ class Controller:
             exhausted = False
             while True:
                 self.store.heartbeat(self.owner)
-                self._collect()
-                if self._shutdown:
+                if self._shutdown:  # before collecting: trials that the same signal ended are judged by _stop_all
                     outcome.reason = outcome.reason or "interrupted by signal"
                     self._stop_all(signal.SIGINT)
                     break
+                self._collect()
                 while not exhausted and len(self.slots) < self.agents and (self.count is None or len(outcome.launched) < self.count):
                     why = self._too_many_early_failures()
                     trial, why = (None, why) if why else self.claim()
@@ -220,6 +222,7 @@ class Controller:
         return outcome
 
     def _stop_all(self, sig: int, grace_s: float = 30.0) -> None:
+        stopping = dict(self.slots)
         for slot in self.slots.values():
             _signal_quietly(slot.process.pid, sig)
         deadline = time.time() + grace_s
@@ -228,6 +231,11 @@ class Controller:
                 slot.process.kill()
                 slot.process.wait(5.0)
         self._collect(unmarked="interrupted")  # we stopped them: retried on resume, never imputed as failures
+        for trial_id, slot in stopping.items():
+            if not slot.stop_sent:
+                # "stopped" without a hyperband stop: the signal that is stopping us reached it too (systemd
+                # sends SIGTERM to every process of the service), so it was interrupted, not judged
+                self.store.end_trial(trial_id, "interrupted", only_if=("stopped",))
 
 
 def _signal_quietly(pid: int, sig: int) -> None:
