@@ -192,6 +192,28 @@ def test_full_disk_during_the_torchscript_save_of_export_best_is_one_line_and_le
     assert Store(paths.store_path(home)).alias("sw1", "best") is None  # not promoted either
 
 
+def test_full_disk_while_writing_the_export_folder_is_one_line_and_keeps_the_old_export(trained, tmp_path, monkeypatch):
+    data, artifact = trained
+    home, out = tmp_path / "home", tmp_path / "exports" / "best"
+    _store_with_winner(home, artifact)
+    out.mkdir(parents=True)
+    (out / "submission.csv").write_text("old\n")
+    real_write_text = Path.write_text
+
+    def write_text(self, *args, **kwargs):
+        if self.name == "model_card.md":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    result = CliRunner().invoke(main, ["export-best", "sw1", "--data", str(data), "--out", str(out),
+                                       "--home", str(home), "--force"])
+    monkeypatch.undo()
+    _one_line_error(result, str(out), "No space left on device")
+    assert _hidden_leftovers(out.parent) == [] and sorted(p.name for p in out.iterdir()) == ["submission.csv"]
+    assert (out / "submission.csv").read_text() == "old\n"
+
+
 def test_full_disk_during_predict_writes_neither_file_and_a_rerun_works(trained, tmp_path, monkeypatch):
     data, artifact = trained
     out = tmp_path / "sub.csv"
