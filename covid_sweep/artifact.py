@@ -4,30 +4,32 @@
     config.json         the TrialConfig that made them
     metrics.json        best validation metrics, decision threshold, per-epoch history
     metadata.json       class map, preprocessing, data fingerprint, versions
+    manifest.json       sha256 of the four files above, written last and checked on every load
 """
 
 from __future__ import annotations
 
 from covid_sweep.errors import UserError
 
+import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from covid_sweep import __version__
+from covid_sweep.augment import preprocessing_spec
 from covid_sweep.config import TrialConfig, build_config
 from covid_sweep.data import CLASS_NAMES
-from covid_sweep.files import apply_umask
+from covid_sweep.files import publish_dir, staged_dir
 from covid_sweep.models import build_for_folds
 
 WEIGHTS = "model.safetensors"
 FILES = (WEIGHTS, "config.json", "metrics.json", "metadata.json")
+MANIFEST = "manifest.json"  # sha256 of each of FILES, written last
 
 
 class ArtifactError(UserError, ValueError):
@@ -56,15 +58,9 @@ def write_dir_atomically(target: Path, fill) -> Path:
     target = Path(target)
     if target.exists():
         raise ArtifactError(f"{target}: already exists; refusing to overwrite")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
-    try:
+    with staged_dir(target) as tmp:
         fill(tmp)
-        apply_umask(tmp)  # mkdtemp's 0700 and safetensors' 0600 would lock others out of a shared HOME
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        publish_dir(tmp, target)
     return target
 
 
@@ -77,8 +73,54 @@ def write_artifact(target: Path, state: dict, config: TrialConfig, metrics: dict
         (tmp / "config.json").write_text(config.to_json() + "\n")
         _dump(tmp / "metrics.json", metrics)
         _dump(tmp / "metadata.json", metadata)
+        write_manifest(tmp)
 
     return write_dir_atomically(target, fill)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path) -> None:
+    """Written last: the sha256 of every file, so a load can tell a whole artifact from an edited one."""
+    _dump(folder / MANIFEST, {"sha256": {name: _sha256(folder / name) for name in FILES}})
+
+
+def verify_manifest(path: Path) -> None:
+    """Every file as it was written, else a one-line error naming the first that differs."""
+    listed = _read_json(path / MANIFEST).get("sha256")
+    if not isinstance(listed, dict) or set(listed) != set(FILES):
+        raise ArtifactError(f"{path / MANIFEST}: not a manifest of {', '.join(FILES)}")
+    for name in FILES:
+        if _sha256(path / name) != listed[name]:
+            raise ArtifactError(f"{path / name}: changed since the artifact was written (sha256 differs from "
+                                f"{MANIFEST}); re-export or retrain rather than edit an artifact")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ArtifactError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise ArtifactError(f"{path}: expected a JSON object")
+    return value
+
+
+def _load_weights(path: Path, config: TrialConfig, device) -> torch.nn.Module:
+    model = build_for_folds(config.backbone, False, config.folds)
+    try:
+        model.load_state_dict(load_file(str(path / WEIGHTS), device=str(device)))
+    except (SafetensorError, OSError, RuntimeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ArtifactError(f"{path / WEIGHTS}: unreadable or not weights of a {config.backbone} "
+                            f"(folds={config.folds}): {first}") from None
+    return model.to(device).eval()
 
 
 def load_artifact(path: Path, device: str | torch.device = "cpu") -> LoadedArtifact:
@@ -88,10 +130,12 @@ def load_artifact(path: Path, device: str | torch.device = "cpu") -> LoadedArtif
     missing = [name for name in FILES if not (path / name).is_file()]
     if missing:
         raise ArtifactError(f"{path}: incomplete model artifact, missing {', '.join(missing)}")
-    config = build_config(json.loads((path / "config.json").read_text()), source=str(path / "config.json"))
-    model = build_for_folds(config.backbone, False, config.folds)
-    model.load_state_dict(load_file(str(path / WEIGHTS), device=str(device)))
-    model.to(device).eval()
-    return LoadedArtifact(path=path, config=config, model=model,
-                          metrics=json.loads((path / "metrics.json").read_text()),
-                          metadata=json.loads((path / "metadata.json").read_text()))
+    if (path / MANIFEST).exists():  # artifacts written before manifests existed still load, checked below
+        verify_manifest(path)
+    config = build_config(_read_json(path / "config.json"), source=str(path / "config.json"))
+    metadata = _read_json(path / "metadata.json")
+    if "preprocessing" in metadata and metadata["preprocessing"] != preprocessing_spec(config.input_size):
+        raise ArtifactError(f"{path / 'config.json'}: input_size {config.input_size} contradicts the preprocessing "
+                            f"in {path / 'metadata.json'}")
+    return LoadedArtifact(path=path, config=config, model=_load_weights(path, config, device),
+                          metrics=_read_json(path / "metrics.json"), metadata=metadata)

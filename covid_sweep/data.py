@@ -7,11 +7,12 @@ DATA/sample_submission.csv (file_name,COVID).
 from __future__ import annotations
 
 from covid_sweep.errors import UserError
+from covid_sweep.files import write_file_atomically
 
 import csv
 import hashlib
+import io
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
@@ -53,11 +54,20 @@ def _check_file_name(name: str, csv_path: Path, row: int) -> str:
     return name
 
 
+def _read_text(csv_path: Path) -> str:
+    try:
+        return csv_path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = csv_path.read_bytes()[:err.start].count(b"\n") + 1
+        raise DataError(f"{csv_path}: row {line}: not UTF-8 text (byte {err.object[err.start]:#04x}); "
+                        "save it as UTF-8") from None
+
+
 def read_label_csv(csv_path: Path, require_labels: bool = True) -> tuple[list[str], list[int]]:
     """Read `file_name,COVID`; with require_labels the label must be 0 or 1 (a submission template may hold anything)."""
     if not csv_path.is_file():
         raise DataError(f"{csv_path}: file not found")
-    with csv_path.open(newline="", encoding="utf-8-sig") as fh:
+    with io.StringIO(_read_text(csv_path), newline="") as fh:
         reader = csv.DictReader(fh)
         columns = [c.strip() for c in (reader.fieldnames or [])]
         for column in (ID_COLUMN, LABEL_COLUMN):
@@ -114,6 +124,8 @@ def read_image(path: Path) -> np.ndarray:
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise DataError(f"{path}: unreadable image (not a PNG/JPEG OpenCV can decode)")
+    if _jpeg_cut_off(path):
+        raise DataError(f"{path}: truncated JPEG (no end-of-image marker; OpenCV would fill the rest with grey)")
     if image.dtype != np.uint8:
         # 16-bit CT exports: rescale the full range instead of clipping to 255
         image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
@@ -122,6 +134,33 @@ def read_image(path: Path) -> np.ndarray:
     if image.shape[2] == 4:
         return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _jpeg_cut_off(path: Path) -> bool:
+    """OpenCV decodes a cut-off JPEG without an error. A whole one ends with the EOI marker; for the rare
+    file with bytes after it, Pillow's full decode (which raises on truncation) decides."""
+    with open(path, "rb") as fh:
+        if fh.read(2) != b"\xff\xd8":
+            return False
+        fh.seek(max(2, path.stat().st_size - 4096))
+        if fh.read().rstrip(b"\0 \t\r\n").endswith(b"\xff\xd9"):
+            return False
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except (OSError, SyntaxError):
+        return True
+    return False
+
+
+def check_two_classes(split: Split) -> None:
+    """A train set every trial would fail on: refuse it up front, not once per trial."""
+    counts = split.class_counts()
+    if min(counts.values()) < 2:
+        raise DataError(f"{split.folder.parent / 'train.csv'}: each class needs at least 2 images "
+                        f"(has {', '.join(f'{CLASS_NAMES[c]} {n}' for c, n in counts.items())})")
 
 
 def check_readable(split: Split) -> None:
@@ -171,8 +210,5 @@ def cached_images(split: Split, size: int, cache_dir: Path | None = None, key: s
     target = cache_dir / f"{split.name}-{key or fingerprint(split)}-{size}.npy"
     if not target.exists():
         array = decode_resized(split, size)
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".npy.tmp")
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array)
-        os.replace(tmp, target)
+        write_file_atomically(target, lambda fh: np.save(fh, array), binary=True)
     return np.load(target, mmap_mode="r")

@@ -8,10 +8,10 @@ with plain `torch.jit.load`, without covid_sweep or torchvision.
 from __future__ import annotations
 
 import copy
+import io
 import json
 import os
 import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from covid_sweep import __version__
-from covid_sweep.artifact import FILES, LoadedArtifact
+from covid_sweep.artifact import FILES, MANIFEST, LoadedArtifact
 from covid_sweep.augment import MEAN, STD
 from covid_sweep.data import load_split
 from covid_sweep.errors import UserError
@@ -31,7 +31,7 @@ from covid_sweep.data import labels_for
 from covid_sweep.estimate import EstimateVsTest, card_section, estimate_vs_test
 from covid_sweep.explain import explain
 from covid_sweep.predict import Prediction, predict_images, predict_split, sample_ids
-from covid_sweep.files import umask_mode
+from covid_sweep.files import disk_errors, ensure_free_space, install_entries, publish_dir, staged_dir
 from covid_sweep.submission import probabilities_text, submission_text
 
 TORCHSCRIPT = "model.torchscript.pt"
@@ -86,14 +86,19 @@ def export_torchscript(artifact: LoadedArtifact, target: Path) -> Path:
             "class_map": artifact.metadata.get("class_map"), "covid_sweep_version": __version__}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        torch.jit.save(traced, str(target), _extra_files={EXTRA_FILE: json.dumps(meta)})
+        buffer = io.BytesIO()
+        # into memory first: torch's C++ file writer aborts the whole process (exit 134) on a full disk
+        torch.jit.save(traced, buffer, _extra_files={EXTRA_FILE: json.dumps(meta)})
+    ensure_free_space(target, buffer.getbuffer().nbytes)
+    with disk_errors(target), open(target, "wb") as fh:
+        fh.write(buffer.getbuffer())
     return target
 
 
 def write_model_dir(artifact: LoadedArtifact, target: Path) -> Path:
     """target/: model.safetensors, model.torchscript.pt, config.json, metrics.json, metadata.json."""
     target.mkdir(parents=True, exist_ok=True)
-    for name in FILES:
+    for name in (*FILES, MANIFEST):
         shutil.copyfile(artifact.path / name, target / name)
     export_torchscript(artifact, target / TORCHSCRIPT)
     return target
@@ -286,28 +291,9 @@ def install(staging: Path, out_dir: Path, force: bool) -> None:
     if not out_dir.exists() or not any(out_dir.iterdir()):
         if out_dir.exists():
             out_dir.rmdir()
-        os.replace(staging, out_dir)
+        publish_dir(staging, out_dir)
         return
-    backup = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-"))
-    moved_aside: list[str] = []
-    installed: list[str] = []
-    try:
-        for entry in sorted(os.listdir(staging)):
-            if (out_dir / entry).exists() or (out_dir / entry).is_symlink():
-                os.replace(out_dir / entry, backup / entry)
-                moved_aside.append(entry)
-            os.replace(staging / entry, out_dir / entry)
-            installed.append(entry)
-    except BaseException:
-        for entry in installed:
-            target = out_dir / entry
-            shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink(missing_ok=True)
-        for entry in moved_aside:
-            os.replace(backup / entry, out_dir / entry)
-        shutil.rmtree(backup, ignore_errors=True)
-        raise
-    shutil.rmtree(backup, ignore_errors=True)
-    shutil.rmtree(staging, ignore_errors=True)
+    install_entries(staging, out_dir, replace=True)
 
 
 def _explain_if_labelled(artifact: LoadedArtifact, data_dir: Path, out: Path, n: int = 2) -> list:
@@ -333,10 +319,7 @@ def export_bundle(artifact: LoadedArtifact, data_dir: Path, out_dir: Path, prove
     # validated before anything is written
     submission = submission_text(prediction.ids, prediction.labels.tolist(), expected)
     probabilities = probabilities_text(prediction.ids, prediction.probs)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
-    os.chmod(staging, umask_mode(0o777))  # mkdtemp's 0700 would become OUT's mode
-    try:
+    with staged_dir(out_dir) as staging:
         (staging / "submission.csv").write_text(submission)
         (staging / "probabilities.csv").write_text(probabilities)
         write_model_dir(artifact, staging / "model")
@@ -347,6 +330,4 @@ def export_bundle(artifact: LoadedArtifact, data_dir: Path, out_dir: Path, prove
         if before_install is not None:
             before_install()
         install(staging, out_dir, force)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return ExportResult(out_dir=out_dir, prediction=prediction, files=files, estimate=estimate)

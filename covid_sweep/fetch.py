@@ -19,12 +19,10 @@ import io
 import json
 import os
 import random
-import shutil
 import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -36,6 +34,7 @@ from PIL import Image, ImageChops
 from tqdm import tqdm
 
 from covid_sweep.errors import UserError
+from covid_sweep.files import publish_dir, staged_dir, write_text_atomically
 
 try:
     import fcntl
@@ -207,9 +206,7 @@ def _read_record(cache: Path) -> dict:
 
 
 def _write_record(cache: Path, record: dict) -> None:
-    tmp = cache / f"{RECORD}.tmp"
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, cache / RECORD)
+    write_text_atomically(cache / RECORD, json.dumps(record, indent=2, sort_keys=True) + "\n", force=True)
 
 
 def _cached_ok(target: Path, entry: dict | None) -> bool:
@@ -487,29 +484,19 @@ def number_items(items: list[Item], seed: int) -> dict[str, list[Item]]:
 def _write_dataset(items: list[Item], dest: Path, *, seed: int, origin: str, force: bool) -> None:
     """Build beside dest, then swap it in: dest is either the old state or the whole new data set."""
     numbered = number_items(items, seed)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.name}.partial-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with staged_dir(dest, "partial") as tmp:
         _write_images(numbered, tmp)
         _write_tables(numbered, tmp)
         _write_source_md(numbered, tmp, seed=seed, origin=origin)
         (tmp / MARKER).write_text(f"{datetime.datetime.now(datetime.timezone.utc).isoformat()}\n")
         _swap_in(tmp, dest, force)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _swap_in(tmp: Path, dest: Path, force: bool) -> None:
     _refuse_non_empty(dest, force)  # again: something may have appeared while we worked
-    if not dest.exists():
-        tmp.rename(dest)
-        return
-    aside = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
-    dest.rename(aside)
-    tmp.rename(dest)
-    shutil.rmtree(aside, ignore_errors=True)
+    if dest.is_dir() and not any(dest.iterdir()):
+        dest.rmdir()
+    publish_dir(tmp, dest, replace=force)
 
 
 def _write_images(numbered: dict[str, list[Item]], root: Path) -> None:

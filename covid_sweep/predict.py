@@ -21,7 +21,9 @@ import torch
 from covid_sweep.artifact import LoadedArtifact, load_artifact
 from covid_sweep.data import decode_resized, load_split, read_label_csv
 from covid_sweep.errors import UserError
-from covid_sweep.submission import refuse_existing, write_probabilities, write_submission
+from covid_sweep.files import ExistsError, write_files_atomically
+from covid_sweep.submission import (SubmissionError, probabilities_text, refuse_existing,
+                                    submission_text)
 from covid_sweep.train import pick_device, predict_probs
 
 ZOOM = 1.1
@@ -106,9 +108,13 @@ def probabilities_path(submission_path: Path) -> Path:
 
 def write_prediction(prediction: Prediction, submission_path: Path, probs_path: Path, sample_ids: Sequence[str],
                      force: bool = False) -> None:
-    """Validate, then write both files atomically (probabilities first: a submission never appears alone)."""
-    write_probabilities(probs_path, prediction.ids, prediction.probs, force=force)
-    write_submission(submission_path, prediction.ids, prediction.labels.tolist(), sample_ids, force=force)
+    """Validate, then write both files or neither (a lone probabilities.csv would make a rerun refuse)."""
+    texts = {Path(probs_path): probabilities_text(prediction.ids, prediction.probs),
+             Path(submission_path): submission_text(prediction.ids, prediction.labels.tolist(), sample_ids)}
+    try:
+        write_files_atomically(texts, force=force)
+    except ExistsError as err:
+        raise SubmissionError(str(err)) from None
 
 
 def run_predict(model_dir: Path, data_dir: Path, out: Path, tta: bool = False, force: bool = False,

@@ -65,7 +65,7 @@ def open_existing_store(home: Path) -> Store:
     if not path.is_file():
         raise PromotionError(f"{path}: no embedded sweep store here; pass --home (or set $COVID_SWEEP_HOME) "
                              "to where `covid-sweep sweep` ran, or give a W&B sweep as entity/project/sweep_id")
-    return Store(path)
+    return Store(path, create=False)
 
 
 def export_best(sweep: str, data_dir: Path, out_dir: Path, *, home: Path | None = None, registry: str | None = None,

@@ -9,8 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -20,7 +18,7 @@ from sklearn.metrics import confusion_matrix, roc_auc_score
 
 from covid_sweep.data import ID_COLUMN, LABEL_COLUMN, read_label_csv
 from covid_sweep.errors import UserError
-from covid_sweep.files import umask_mode
+from covid_sweep import files
 from covid_sweep.metrics import binary_metrics
 
 PROB_COLUMN = "prob"
@@ -96,31 +94,12 @@ def refuse_existing(path: Path, force: bool) -> None:
 
 
 def write_text_atomically(path: Path, text: str, force: bool = False) -> Path:
-    """Temp file in the same directory, fsync, then rename into place: a reader sees the old file or the
-    whole new one. Without force an existing file is never replaced (not even one created meanwhile)."""
-    path = Path(path)
+    """Atomic (covid_sweep.files); without force an existing file is never replaced, not even one created meanwhile."""
     refuse_existing(path, force)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, umask_mode())
-        if force:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)  # atomic, and fails if the name was taken since the check
-            except FileExistsError:
-                raise SubmissionError(f"{path}: already exists; pass --force to overwrite it") from None
-            except OSError:  # a file system without hard links: the check above is the guard
-                os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+        return files.write_text_atomically(Path(path), text, force)
+    except files.ExistsError as err:
+        raise SubmissionError(str(err)) from None
 
 
 def submission_text(ids: Sequence[str], labels: Sequence[int], expected_ids: Sequence[str],

@@ -31,8 +31,10 @@ def validate(sweep_file: Path) -> None:
 @click.option("--gpus", default=None, help="Comma list of CUDA device ids; agents are spread over them.")
 @click.option("--resume", "resume_id", default=None, help="Continue the sweep with this id.")
 @click.option("--seed", type=int, default=None, help="Seed of the search (default random, stored with the sweep).")
+@click.option("--max-early-failures", type=click.IntRange(min=1), default=5, show_default=True,
+              help="End the sweep after this many trials in a row fail before their first epoch.")
 @home_option
-def sweep(sweep_file, data, count, agents, gpus, resume_id, seed, home) -> None:
+def sweep(sweep_file, data, count, agents, gpus, resume_id, seed, max_early_failures, home) -> None:
     """Run SWEEP_FILE with W&B's sweep engine locally: no account, no network, SQLite store."""
     from covid_sweep.sweep.controller import Controller, new_sweep, open_store
     from covid_sweep.sweep.spec import load_spec
@@ -54,7 +56,8 @@ def sweep(sweep_file, data, count, agents, gpus, resume_id, seed, home) -> None:
     click.echo(f"sweep {the_sweep.id} ({the_sweep.config['method']}, metric {the_sweep.metric}) in {root}")
     started = time.time()
     controller = Controller(store, the_sweep, root, agents=agents, count=count,
-                            gpus=[g for g in (gpus or "").split(",") if g], log=click.echo)
+                            gpus=[g for g in (gpus or "").split(",") if g], log=click.echo,
+                            max_early_failures=max_early_failures)
     outcome = controller.run()
     click.echo(f"sweep {the_sweep.id}: {len(outcome.launched)} trials in {time.time() - started:.1f}s; stopped: {outcome.reason}")
     _print_status(store, the_sweep.id)
@@ -68,7 +71,7 @@ def status(sweep_id, home) -> None:
     """Progress and trial table of SWEEP_ID (default the latest sweep), best first."""
     from covid_sweep.sweep.controller import open_store
 
-    store = open_store(paths.home(home))
+    store = open_store(paths.home(home), create=False)
     _print_status(store, sweep_id or store.latest_sweep().id)
 
 

@@ -16,13 +16,14 @@ from covid_sweep.errors import UserError
 @click.argument("data")
 def check_data(data: str) -> None:
     """Validate DATA (competition layout); print counts, the groups splits keep together, and leakage."""
-    from covid_sweep.data import CLASS_NAMES, check_readable, load_split
+    from covid_sweep.data import CLASS_NAMES, check_readable, check_two_classes, load_split
     from covid_sweep.leakage import leakage_report, report_lines
 
     data_dir = resolve_data(data)
     train, test = load_split(data_dir, "train"), load_split(data_dir, "test")
     for split in (train, test):
         check_readable(split)
+    check_two_classes(train)
     counts = train.class_counts()
     click.echo(f"{data_dir}: layout OK, every image readable")
     click.echo(f"train: {len(train.ids)} images ({', '.join(f'{CLASS_NAMES[c]} {n}' for c, n in counts.items())})")

@@ -17,9 +17,10 @@ from pathlib import Path
 from covid_sweep import paths
 from covid_sweep.sweep import engine
 from covid_sweep.sweep.launcher import ForkLauncher, TrialHandle
-from covid_sweep.sweep.store import ACTIVE, Store, Sweep, Trial
+from covid_sweep.sweep.store import ACTIVE, Store, Sweep, Trial, process_start
 
 MAX_ATTEMPTS = 2  # an interrupted trial is retried once; interrupted again, it counts as failed
+MAX_EARLY_FAILURES = 5  # as `wandb agent`: this many trials in a row failing before any epoch end the sweep
 STALE_CONTROLLER_S = 60.0
 
 
@@ -64,7 +65,7 @@ def _owner_alive(store: Store, owner: str | None) -> bool:
 class Controller:
     def __init__(self, store: Store, sweep: Sweep, home: Path, agents: int = 1, count: int | None = None,
                  gpus: list[str] | None = None, launcher: ForkLauncher | None = None,
-                 poll_s: float = 0.5, log=print):
+                 poll_s: float = 0.5, log=print, max_early_failures: int = MAX_EARLY_FAILURES):
         self.store, self.sweep, self.home = store, sweep, Path(home)
         self.agents, self.count, self.gpus = agents, count, gpus or []
         self.launcher = launcher or ForkLauncher()
@@ -72,6 +73,8 @@ class Controller:
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self.slots: dict[int, Slot] = {}
         self._shutdown = False
+        self.max_early_failures = max_early_failures
+        self.early_failures = 0  # consecutive trials that failed before logging an epoch
 
     # --- suggestions -------------------------------------------------------------------------
     def claim(self) -> tuple[Trial | None, str]:
@@ -104,7 +107,8 @@ class Controller:
                 self.store.end_trial(trial.id, "failed", error="interrupted twice; imputed as failed",
                                      only_if=("interrupted",))
                 continue
-            return self.store.add_trial(self.sweep.id, f"{self.store.trial(root).name}-r{attempts}",
+            # attempt number `attempts + 1`: the first retry of NAME is NAME-r2
+            return self.store.add_trial(self.sweep.id, f"{self.store.trial(root).name}-r{attempts + 1}",
                                         trial.params, self.owner, retry_of=root)
         return None
 
@@ -126,17 +130,34 @@ class Controller:
         self.log(f"trial {trial.name} started (pid {process.pid}): {trial.params}")
         return Slot(trial, process, log)
 
-    def _collect(self) -> None:
+    def _collect(self, unmarked: str = "failed") -> None:
+        """Record the trials whose process ended. One that did not record its own end is `unmarked`:
+        failed (it crashed), or interrupted when the controller itself is shutting down."""
         for trial_id, slot in list(self.slots.items()):
+            if self._shutdown and unmarked == "failed":
+                return  # a signal arrived meanwhile: _stop_all judges what it ended
             code = slot.process.poll()
             if code is None:
                 continue
             del self.slots[trial_id]
-            if self.store.end_trial(trial_id, "failed", error=f"trial process exited with {code}: {_tail(slot.log)}"):
-                self.log(f"trial {slot.trial.name} failed (exit {code}); log: {slot.log}")
+            if self.store.end_trial(trial_id, unmarked, error=f"trial process exited with {code}: {_tail(slot.log)}"):
+                self.log(f"trial {slot.trial.name} {unmarked} (exit {code}); log: {slot.log}")
             else:
                 trial = self.store.trial(trial_id)
                 self.log(f"trial {trial.name} {trial.state}: best {self.sweep.metric}={trial.best} after {trial.epochs} epochs")
+            self._count_early_failure(self.store.trial(trial_id))
+
+    def _count_early_failure(self, trial: Trial) -> None:
+        if trial.state == "failed" and trial.epochs == 0:
+            self.early_failures += 1
+        elif trial.epochs > 0 or trial.state in ("finished", "stopped"):
+            self.early_failures = 0
+
+    def _too_many_early_failures(self) -> str:
+        if self.early_failures < self.max_early_failures:
+            return ""
+        return (f"{self.early_failures} trials in a row failed before their first epoch (a data or setup "
+                f"problem, not a recipe: see {self.home / 'logs' / self.sweep.id}); fix it, then --resume")
 
     def _hyperband(self) -> None:
         if not self.slots:
@@ -155,7 +176,9 @@ class Controller:
         for trial in self.store.trials(self.sweep.id, ACTIVE):
             if trial.owner == self.owner or _owner_alive(self.store, trial.owner):
                 continue
-            if trial.pid and trial.owner and trial.owner.rpartition(":")[0] == socket.gethostname():
+            if trial.pid and trial.owner and trial.owner.rpartition(":")[0] == socket.gethostname() \
+                    and trial.pid_start is not None and process_start(trial.pid) == trial.pid_start:
+                # the pid may have been recycled since (reboot, OOM killer): never signal a stranger
                 _signal_quietly(trial.pid, signal.SIGINT)
             if self.store.end_trial(trial.id, "interrupted", error=f"controller {trial.owner} died"):
                 reaped.append(trial.name)
@@ -175,13 +198,14 @@ class Controller:
             exhausted = False
             while True:
                 self.store.heartbeat(self.owner)
-                self._collect()
-                if self._shutdown:
+                if self._shutdown:  # before collecting: trials that the same signal ended are judged by _stop_all
                     outcome.reason = outcome.reason or "interrupted by signal"
                     self._stop_all(signal.SIGINT)
                     break
+                self._collect()
                 while not exhausted and len(self.slots) < self.agents and (self.count is None or len(outcome.launched) < self.count):
-                    trial, why = self.claim()
+                    why = self._too_many_early_failures()
+                    trial, why = (None, why) if why else self.claim()
                     if trial is None:
                         exhausted, outcome.reason = True, why
                         break
@@ -198,13 +222,20 @@ class Controller:
         return outcome
 
     def _stop_all(self, sig: int, grace_s: float = 30.0) -> None:
+        stopping = dict(self.slots)
         for slot in self.slots.values():
             _signal_quietly(slot.process.pid, sig)
         deadline = time.time() + grace_s
         for slot in self.slots.values():
             if slot.process.wait(max(0.1, deadline - time.time())) is None:
                 slot.process.kill()
-        self._collect()
+                slot.process.wait(5.0)
+        self._collect(unmarked="interrupted")  # we stopped them: retried on resume, never imputed as failures
+        for trial_id, slot in stopping.items():
+            if not slot.stop_sent:
+                # "stopped" without a hyperband stop: the signal that is stopping us reached it too (systemd
+                # sends SIGTERM to every process of the service), so it was interrupted, not judged
+                self.store.end_trial(trial_id, "interrupted", only_if=("stopped",))
 
 
 def _signal_quietly(pid: int, sig: int) -> None:
@@ -221,5 +252,6 @@ def _tail(path: Path, lines: int = 5) -> str:
         return ""
 
 
-def open_store(home: Path) -> Store:
-    return Store(paths.store_path(home))
+def open_store(home: Path, create: bool = True) -> Store:
+    """The store of HOME; a read command passes create=False, so a mistyped --home is an error, not a new store."""
+    return Store(paths.store_path(home), create=create)

@@ -26,6 +26,7 @@ def _run_entry(entry: str, argv: list[str], log: str, env: dict[str, str]) -> No
     """In the forked child: become a trial process, then run `module:function(argv)` and exit with its code."""
     os.setsid()  # its own session: a Ctrl-C in the terminal reaches the controller only
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the fork server ignores it (forkserver_guard); a trial must not
     os.environ.clear()
     os.environ.update(env)
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)

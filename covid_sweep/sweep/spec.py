@@ -68,6 +68,12 @@ def check_parameters(config: dict, source: str) -> None:
         # trials must keep (and early-stop on) the epoch that is best by the metric the sweep ranks them by
         raise SweepSpecError(f"{source}: metric.name {metric!r} differs from the trials' early-stop monitor "
                              f"{monitor_spec.get('value', monitor_spec)!r}; add the parameter `monitor: {{value: {metric}}}`")
+    goal = config.get("metric", {}).get("goal", "minimize")  # W&B's default
+    if metric and goal != METRIC_GOALS[metric]:
+        # the store would rank another epoch (and trial) than the one each trial kept as its best
+        raise SweepSpecError(f"{source}: metric.goal {goal!r} contradicts {metric!r}, which is better when "
+                             f"{'higher' if METRIC_GOALS[metric] == 'maximize' else 'lower'}; "
+                             f"use `goal: {METRIC_GOALS[metric]}`")
 
 
 def schema_violations(config: dict) -> list[str]:

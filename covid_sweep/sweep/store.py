@@ -7,6 +7,7 @@ the controller (or of the trial) loses nothing that was already logged.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -32,7 +33,8 @@ CREATE TABLE IF NOT EXISTS trials (
     retry_of INTEGER REFERENCES trials(id),
     created REAL NOT NULL, started REAL, ended REAL, heartbeat REAL,
     best REAL, best_epoch INTEGER, epochs INTEGER NOT NULL DEFAULT 0,
-    artifact TEXT, error TEXT, stop_requested INTEGER NOT NULL DEFAULT 0
+    artifact TEXT, error TEXT, stop_requested INTEGER NOT NULL DEFAULT 0,
+    pid_start TEXT                  -- process_start(pid): tells the trial process from a later one with its pid
 );
 CREATE TABLE IF NOT EXISTS epochs (
     trial_id INTEGER NOT NULL REFERENCES trials(id), epoch INTEGER NOT NULL, metrics TEXT NOT NULL,
@@ -44,6 +46,52 @@ CREATE TABLE IF NOT EXISTS aliases (
     PRIMARY KEY (sweep_id, alias)
 );
 """
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    # autocommit mode: transactions are explicit (BEGIN IMMEDIATE) where atomicity matters
+    conn = sqlite3.connect(str(path), timeout=120, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.executescript(SCHEMA)
+    columns = {row["name"] for row in conn.execute("PRAGMA table_info(trials)")}
+    if "pid_start" not in columns:  # a store made before pid_start existed
+        conn.execute("ALTER TABLE trials ADD COLUMN pid_start TEXT")
+    return conn
+
+
+def process_start(pid: int) -> str | None:
+    """Who holds `pid` now: boot id + start time (clock ticks since boot, /proc/PID/stat field 22), or None
+    when it is not running or this is not Linux. The same value means the same process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # after "(comm)", which may hold spaces; fields[0] is field 3
+    return f"{boot}:{fields[19]}"
+
+
+def _create(path: Path) -> None:
+    """A new store is built under a temporary name and linked into place whole: no one ever opens a
+    half-made (zero-byte) one, so a zero-byte store file always means damage."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
+    try:
+        _connect(tmp).close()  # the last connection closing checkpoints and removes the -wal file
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process created it meanwhile: use theirs
+        except OSError:
+            if not path.exists():  # a file system without hard links
+                os.replace(tmp, path)
+    finally:
+        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+            leftover.unlink(missing_ok=True)
+
 
 ACTIVE = ("pending", "running")
 ENDED = ("finished", "stopped", "failed", "interrupted")
@@ -73,6 +121,7 @@ class Trial:
     artifact: str | None
     error: str | None
     stop_requested: int
+    pid_start: str | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "Trial":
@@ -101,16 +150,23 @@ class Sweep:
 
 
 class Store:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, create: bool = True):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # autocommit mode: transactions are explicit (BEGIN IMMEDIATE) where atomicity matters
-        self.conn = sqlite3.connect(str(self.path), timeout=120, isolation_level=None, check_same_thread=False)
-        self.conn.row_factory = sqlite3.Row
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.execute("PRAGMA foreign_keys=ON")
-        self.conn.executescript(SCHEMA)
+        if not self.path.exists():
+            if not create:
+                raise StoreError(f"{self.path}: no sweep store here; pass the --home (or $COVID_SWEEP_HOME) "
+                                 "where `covid-sweep sweep` ran")
+            _create(self.path)
+        elif self.path.is_file() and self.path.stat().st_size == 0:
+            # SQLite would take an empty file for a new database; a store is never empty, so this one was damaged
+            raise StoreError(f"{self.path}: empty file, not a sweep store (truncated?); move it aside to start anew")
+        try:
+            self.conn = _connect(self.path)
+            check = self.conn.execute("PRAGMA quick_check").fetchone()[0]
+        except sqlite3.DatabaseError as err:
+            raise StoreError(f"{self.path}: not a readable sweep store ({err})") from None
+        if check != "ok":
+            raise StoreError(f"{self.path}: damaged sweep store (SQLite quick_check: {check})")
 
     def close(self) -> None:
         self.conn.close()
@@ -172,8 +228,8 @@ class Store:
 
     def mark_running(self, trial_id: int, pid: int) -> None:
         now = time.time()
-        self.conn.execute("UPDATE trials SET state='running', pid=?, started=?, heartbeat=? WHERE id=?",
-                          (pid, now, now, trial_id))
+        self.conn.execute("UPDATE trials SET state='running', pid=?, pid_start=?, started=?, heartbeat=? WHERE id=?",
+                          (pid, process_start(pid), now, now, trial_id))
 
     def log_epoch(self, trial_id: int, record: dict, metric: str | None, goal: str) -> None:
         epoch = int(record["epoch"])

@@ -1,0 +1,382 @@
+"""Fault injection: the faults a long sweep meets (issue 15), one test each, named after the fault.
+
+Each test reproduces the fault as it happens in the field (a signal to the whole process group, a
+recycled pid, a full disk, an edited or truncated file) and checks what is guaranteed: trials are
+retried rather than imputed, nothing already saved is lost or overwritten, no temporary file stays
+behind, and a user's fault is one line naming the file.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from covid_sweep import paths
+from covid_sweep.cli import main
+from covid_sweep.sweep.controller import Controller, new_sweep
+from covid_sweep.sweep.launcher import ForkLauncher
+from covid_sweep.sweep.store import Store
+
+HERE = Path(__file__).parent
+FAKE_LAUNCHER = ForkLauncher("fake_trial:main", preload=("covid_sweep.sweep.child",))
+METRIC = {"name": "val_auc", "goal": "maximize"}
+
+
+def _wait_for(condition, timeout=60.0):
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _controller(store, sweep, tmp_path, **kwargs):
+    return Controller(store, sweep, tmp_path / "home", launcher=FAKE_LAUNCHER, poll_s=0.05,
+                      log=lambda *_: None, **kwargs)
+
+
+def _one_line_error(result, *needles):
+    """A CLI failure printed as one line (click's "Error: ..."), never a traceback."""
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def _hidden_leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+# ---- 1. SIGTERM to the controller (timeout, docker stop, systemd, Kubernetes) ------------------
+
+def test_sigterm_to_the_controller_process_group_interrupts_trials_and_resume_retries_them(tmp_path):
+    store = Store(tmp_path / "home" / "sweeps.db")
+    config = {"method": "grid", "metric": METRIC,
+              "parameters": {"quality": {"values": [0.3, 0.6]}, "epochs": {"value": 40}, "epoch_s": {"value": 0.2}}}
+    sweep = new_sweep(store, config, "t.yaml", None, seed=0)
+    # as `timeout` does: the controller leads its own process group, and the signal goes to the whole group
+    controller = subprocess.Popen([sys.executable, str(HERE / "run_fake_controller.py"), str(store.path), sweep.id,
+                                   str(tmp_path / "home"), "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True, start_new_session=True)
+    try:
+        assert _wait_for(lambda: sum(t.state == "running" and t.epochs >= 1 for t in store.trials(sweep.id)) == 2)
+        os.killpg(controller.pid, signal.SIGTERM)
+        output = controller.communicate(timeout=60)[0]
+    finally:
+        if controller.poll() is None:
+            os.killpg(controller.pid, signal.SIGKILL)
+    trials = store.trials(sweep.id)
+    assert [t.state for t in trials] == ["interrupted", "interrupted"], (output, [t.error for t in trials])
+    assert all(len(store.history(t.id)) >= 1 for t in trials)  # what they logged is kept
+
+    outcome = _controller(store, sweep, tmp_path, agents=2).run()
+    retries = [t for t in store.trials(sweep.id) if t.retry_of is not None]
+    assert sorted(t.name for t in retries) == sorted(f"{t.name}-r2" for t in trials)  # the README's name
+    assert all(t.state == "finished" for t in retries), outcome
+
+
+def test_sigterm_to_every_process_as_systemd_sends_it_interrupts_trials_rather_than_stopping_them(tmp_path):
+    store = Store(tmp_path / "home" / "sweeps.db")
+    config = {"method": "grid", "metric": METRIC,
+              "parameters": {"quality": {"values": [0.3, 0.6]}, "epochs": {"value": 40}, "epoch_s": {"value": 0.2}}}
+    sweep = new_sweep(store, config, "t.yaml", None, seed=0)
+    controller = subprocess.Popen([sys.executable, str(HERE / "run_fake_controller.py"), str(store.path), sweep.id,
+                                   str(tmp_path / "home"), "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True, start_new_session=True)
+    try:
+        assert _wait_for(lambda: sum(t.state == "running" and t.epochs >= 1 for t in store.trials(sweep.id)) == 2)
+        for trial in store.trials(sweep.id):  # systemd's KillMode=control-group: every process, own session or not
+            os.kill(trial.pid, signal.SIGTERM)
+        os.killpg(controller.pid, signal.SIGTERM)
+        output = controller.communicate(timeout=60)[0]
+    finally:
+        if controller.poll() is None:
+            os.killpg(controller.pid, signal.SIGKILL)
+    assert [t.state for t in store.trials(sweep.id)] == ["interrupted", "interrupted"], output
+
+
+# ---- 2. resume must not signal a recycled pid ---------------------------------------------------
+
+def test_resume_after_a_reboot_never_signals_the_stranger_that_now_holds_a_trials_pid(tmp_path):
+    store = Store(tmp_path / "home" / "sweeps.db")
+    config = {"method": "grid", "metric": METRIC,
+              "parameters": {"quality": {"values": [0.4]}, "epochs": {"value": 1}, "epoch_s": {"value": 0.05}}}
+    sweep = new_sweep(store, config, "t.yaml", None, seed=0)
+    dead_owner = f"{socket.gethostname()}:{2**22 + 12345}"
+    stranger = subprocess.Popen(["sleep", "60"])  # now holds the pid the dead trial had
+    ours = subprocess.Popen(["sleep", "60"])  # the orphaned trial itself, still running
+    try:
+        recycled = store.add_trial(sweep.id, f"{sweep.id}-001", {"quality": 0.4}, owner=dead_owner)
+        store.mark_running(recycled.id, pid=stranger.pid)
+        try:  # what was recorded is the identity of the earlier process with that pid
+            store.conn.execute("UPDATE trials SET pid_start='another-boot:123' WHERE id=?", (recycled.id,))
+        except sqlite3.OperationalError:
+            pass  # a store without process identities has nothing to tell them apart
+        orphan = store.add_trial(sweep.id, f"{sweep.id}-002", {"quality": 0.4}, owner=dead_owner)
+        store.mark_running(orphan.id, pid=ours.pid)
+
+        reaped = _controller(store, sweep, tmp_path).reap_orphans()
+        assert sorted(reaped) == [recycled.name, orphan.name]
+        assert ours.wait(timeout=10) == -signal.SIGINT  # the real orphan is told to stop
+        assert stranger.poll() is None  # the stranger is left alone
+    finally:
+        stranger.kill()
+        ours.kill()
+        stranger.wait()
+        ours.wait()
+
+
+# ---- 3. a full disk during export-best and predict ----------------------------------------------
+
+FULL_DISK_EXPORT = textwrap.dedent("""
+    import collections, os, shutil, sys
+    import torch
+    real_save = torch.jit.save
+
+    def save(obj, f, *args, **kwargs):
+        if isinstance(f, (str, os.PathLike)):
+            os.abort()  # what torch's C++ file writer does on a full disk (exit 134)
+        return real_save(obj, f, *args, **kwargs)
+
+    torch.jit.save = save
+    Usage = collections.namedtuple("Usage", "total used free")
+    shutil.disk_usage = lambda path: Usage(10**9, 10**9 - 4096, 4096)  # a nearly full disk
+    from covid_sweep.cli import main
+    main(sys.argv[1:], prog_name="covid-sweep")
+""")
+
+
+def _store_with_winner(home: Path, artifact: Path) -> None:
+    store = Store(paths.store_path(home))
+    store.create_sweep("sw1", "test", "t.yaml", {"method": "bayes", "metric": METRIC, "parameters": {}}, None, 0)
+    trial = store.add_trial("sw1", "sw1-001", {"lr": 1e-3}, owner="test:1")
+    store.mark_running(trial.id, pid=1)
+    store.log_epoch(trial.id, {"epoch": 1, "val_auc": 0.8}, "val_auc", "maximize")
+    store.end_trial(trial.id, "finished", artifact=str(artifact))
+    store.close()
+
+
+def test_full_disk_during_the_torchscript_save_of_export_best_is_one_line_and_leaves_no_temp_folder(trained, tmp_path):
+    data, artifact = trained
+    home, out = tmp_path / "home", tmp_path / "exports" / "best"
+    _store_with_winner(home, artifact)
+    out.mkdir(parents=True)
+    (out / "submission.csv").write_text("old\n")  # a previous export, to be kept
+    script = tmp_path / "full_disk.py"
+    script.write_text(FULL_DISK_EXPORT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run([sys.executable, str(script), "export-best", "sw1", "--data", str(data), "--out", str(out),
+                          "--home", str(home), "--force"], capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 1, (run.returncode, run.stderr[-2000:])
+    error = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(error) == 1 and "model.torchscript.pt: could not write" in error[0], run.stderr[-2000:]
+    assert _hidden_leftovers(out.parent) == [] and _hidden_leftovers(out) == []  # the disk is not left fuller
+    assert (out / "submission.csv").read_text() == "old\n"
+    assert Store(paths.store_path(home)).alias("sw1", "best") is None  # not promoted either
+
+
+def test_full_disk_while_writing_the_export_folder_is_one_line_and_keeps_the_old_export(trained, tmp_path, monkeypatch):
+    data, artifact = trained
+    home, out = tmp_path / "home", tmp_path / "exports" / "best"
+    _store_with_winner(home, artifact)
+    out.mkdir(parents=True)
+    (out / "submission.csv").write_text("old\n")
+    real_write_text = Path.write_text
+
+    def write_text(self, *args, **kwargs):
+        if self.name == "model_card.md":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    result = CliRunner().invoke(main, ["export-best", "sw1", "--data", str(data), "--out", str(out),
+                                       "--home", str(home), "--force"])
+    monkeypatch.undo()
+    _one_line_error(result, str(out), "No space left on device")
+    assert _hidden_leftovers(out.parent) == [] and sorted(p.name for p in out.iterdir()) == ["submission.csv"]
+    assert (out / "submission.csv").read_text() == "old\n"
+
+
+def test_full_disk_during_predict_writes_neither_file_and_a_rerun_works(trained, tmp_path, monkeypatch):
+    data, artifact = trained
+    out = tmp_path / "sub.csv"
+    real_fsync, calls = os.fsync, []
+
+    def fsync_disk_full_on_second_file(fd):
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync_disk_full_on_second_file)
+    result = CliRunner().invoke(main, ["predict", "--model", str(artifact), "--data", str(data), "--out", str(out)])
+    monkeypatch.undo()
+    _one_line_error(result, "No space left on device")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "home") == []  # neither file, no temp file
+    again = CliRunner().invoke(main, ["predict", "--model", str(artifact), "--data", str(data), "--out", str(out)])
+    assert again.exit_code == 0, again.output  # nothing left over makes the rerun refuse
+    assert out.is_file() and (tmp_path / "sub.probabilities.csv").is_file()
+
+
+# ---- 4. a tampered artifact ---------------------------------------------------------------------
+
+def _copy_artifact(artifact: Path, dest: Path) -> Path:
+    import shutil
+
+    shutil.copytree(artifact, dest)
+    return dest
+
+
+def test_tampered_artifact_input_size_is_a_one_line_error_not_a_silently_wrong_prediction(trained, tmp_path):
+    data, artifact = trained
+    model = _copy_artifact(artifact, tmp_path / "model")
+    config = json.loads((model / "config.json").read_text())
+    config["input_size"] = 64
+    (model / "config.json").write_text(json.dumps(config))
+    result = CliRunner().invoke(main, ["predict", "--model", str(model), "--data", str(data),
+                                       "--out", str(tmp_path / "sub.csv")])
+    _one_line_error(result, str(model / "config.json"))
+    assert not (tmp_path / "sub.csv").exists()
+
+
+# ---- 5. metric.goal that contradicts the monitor --------------------------------------------------
+
+def test_flipped_metric_goal_is_rejected_by_validate(tmp_path):
+    sweep = tmp_path / "flipped.yaml"
+    sweep.write_text("method: random\nmetric: {name: val_auc, goal: minimize}\n"
+                     "parameters:\n  lr: {values: [0.001]}\n")
+    result = CliRunner().invoke(main, ["validate", str(sweep)])
+    _one_line_error(result, "metric.goal", "maximize")
+
+
+# ---- 6. tracebacks where one line is promised ----------------------------------------------------
+
+def test_non_utf8_train_csv_is_one_line_naming_it(tiny_data):
+    rows = (tiny_data / "train.csv").read_text().splitlines()
+    rows[3] = "caf\xe9.png,0"  # Latin-1, as a spreadsheet export might write it
+    (tiny_data / "train.csv").write_bytes("\n".join(rows).encode("latin-1") + b"\n")
+    result = CliRunner().invoke(main, ["check-data", str(tiny_data)])
+    _one_line_error(result, str(tiny_data / "train.csv"), "row 4", "UTF-8")
+
+
+@pytest.mark.parametrize("manifest", [True, False], ids=["with-manifest", "legacy-no-manifest"])
+@pytest.mark.parametrize("damage", ["truncated-weights", "zero-byte-weights", "invalid-json-config",
+                                    "wrong-backbone-config"])
+def test_damaged_artifact_file_is_one_line_naming_it(trained, tmp_path, damage, manifest):
+    data, artifact = trained
+    model = _copy_artifact(artifact, tmp_path / "model")
+    if not manifest:
+        (model / "manifest.json").unlink(missing_ok=True)
+    weights, config = model / "model.safetensors", model / "config.json"
+    if damage == "truncated-weights":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif damage == "zero-byte-weights":
+        weights.write_bytes(b"")
+    elif damage == "invalid-json-config":
+        config.write_text(config.read_text()[:-10])
+    else:
+        config.write_text(json.dumps({**json.loads(config.read_text()), "backbone": "resnet34"}))
+    named = weights if "weights" in damage else config
+    if damage == "wrong-backbone-config" and not manifest:
+        named = weights  # a valid config: the weights are what do not fit it
+    result = CliRunner().invoke(main, ["predict", "--model", str(model), "--data", str(data),
+                                       "--out", str(tmp_path / "sub.csv")])
+    _one_line_error(result, str(named))
+
+
+def _store_file_with_a_sweep(home: Path) -> Path:
+    store = Store(paths.store_path(home))
+    store.create_sweep("sw1", "test", "t.yaml", {"method": "random", "metric": METRIC, "parameters": {}}, None, 0)
+    for i in range(200):  # enough rows for several pages
+        store.add_trial("sw1", f"sw1-{i:03d}", {"lr": i, "pad": "x" * 200}, owner="test:1")
+    store.close()
+    return paths.store_path(home)
+
+
+@pytest.mark.parametrize("damage", ["zero-byte", "truncated", "garbage"])
+def test_damaged_sweeps_db_is_one_line_and_never_taken_for_a_new_store(tmp_path, damage):
+    home = tmp_path / "home"
+    db = _store_file_with_a_sweep(home)
+    if damage == "zero-byte":
+        db.write_bytes(b"")
+    elif damage == "truncated":
+        db.write_bytes(db.read_bytes()[: db.stat().st_size // 3])
+    else:
+        db.write_bytes(os.urandom(8192))
+    before = db.read_bytes()
+    for command in (["status", "--home", str(home)], ["sweep", "--resume", "sw1", "--home", str(home)]):
+        _one_line_error(CliRunner().invoke(main, command), str(db))
+    assert db.read_bytes() == before  # not "repaired" into an empty store
+
+
+# ---- 7. a data set every trial fails on ----------------------------------------------------------
+
+def test_trials_that_all_fail_before_their_first_epoch_stop_the_sweep_after_5(tmp_path):
+    store = Store(tmp_path / "home" / "sweeps.db")
+    config = {"method": "random", "metric": METRIC,  # no run_cap: it would run failing trials forever
+              "parameters": {"quality": {"min": 0.1, "max": 0.9}, "epochs": {"value": 2}, "epoch_s": {"value": 0.02},
+                             "crash_at": {"value": 1}}}
+    sweep = new_sweep(store, config, "t.yaml", None, seed=0)
+    outcome = _controller(store, sweep, tmp_path, count=12).run()  # count: a bound for the old behaviour
+    assert len(outcome.launched) == 5, outcome
+    assert "5 trials in a row failed before their first epoch" in outcome.reason
+    assert [t.state for t in store.trials(sweep.id)] == ["failed"] * 5
+
+
+def test_check_data_refuses_a_single_class_train_set(tiny_data):
+    rows = (tiny_data / "train.csv").read_text().splitlines()
+    (tiny_data / "train.csv").write_text("\n".join([rows[0]] + [r.rsplit(",", 1)[0] + ",0" for r in rows[1:]]) + "\n")
+    result = CliRunner().invoke(main, ["check-data", str(tiny_data)])
+    _one_line_error(result, str(tiny_data / "train.csv"), "covid 0")
+
+
+# ---- 8. smaller ones -----------------------------------------------------------------------------
+
+def test_status_with_a_mistyped_home_creates_no_store(tmp_path):
+    typo = tmp_path / "hoem"
+    _one_line_error(CliRunner().invoke(main, ["status", "--home", str(typo)]), str(typo / "sweeps.db"))
+    assert not typo.exists()
+
+
+def test_truncated_jpeg_fails_check_data_instead_of_decoding_half_grey(tiny_data):
+    jpeg = tiny_data / "train" / "2.jpg"
+    assert jpeg.read_bytes()[:2] == b"\xff\xd8"
+    jpeg.write_bytes(jpeg.read_bytes()[: jpeg.stat().st_size * 2 // 3])
+    _one_line_error(CliRunner().invoke(main, ["check-data", str(tiny_data)]), str(jpeg), "truncated")
+
+
+def test_whole_jpeg_with_bytes_after_its_end_marker_still_passes_check_data(tiny_data):
+    jpeg = tiny_data / "train" / "2.jpg"
+    jpeg.write_bytes(jpeg.read_bytes() + b"trailing camera data")
+    result = CliRunner().invoke(main, ["check-data", str(tiny_data)])
+    assert result.exit_code == 0, result.output
+
+
+def test_retried_trial_is_named_r2_as_the_readme_says(tmp_path):
+    store = Store(tmp_path / "home" / "sweeps.db")
+    config = {"method": "grid", "metric": METRIC,
+              "parameters": {"quality": {"values": [0.4]}, "epochs": {"value": 1}, "epoch_s": {"value": 0.05}}}
+    sweep = new_sweep(store, config, "t.yaml", None, seed=0)
+    dead = store.add_trial(sweep.id, f"{sweep.id}-001", {"quality": 0.4, "epochs": 1, "epoch_s": 0.05},
+                           owner=f"{socket.gethostname()}:{2**22 + 12345}")
+    store.mark_running(dead.id, pid=2**22 + 12346)
+    _controller(store, sweep, tmp_path).run()
+    assert [t.name for t in store.trials(sweep.id) if t.retry_of == dead.id] == [f"{sweep.id}-001-r2"]
+    assert "`NAME-r2`" in (Path(__file__).parents[1] / "README.md").read_text()
