@@ -14,7 +14,7 @@ from typing import Any, Literal, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from covid_sweep.models import BACKBONES
+from covid_sweep.backbones import BACKBONE_NAMES
 
 # Early-stop / sweep metrics: name -> goal. Loss goes down, everything else goes up.
 METRIC_GOALS: dict[str, Literal["minimize", "maximize"]] = {
@@ -27,7 +27,7 @@ METRIC_GOALS: dict[str, Literal["minimize", "maximize"]] = {
 AUGMENT_TOGGLES = ("blur", "clahe", "cutout", "rotate", "sepia", "hflip",
                    "random_resized_crop", "brightness_contrast", "gamma")
 
-BackboneName = Literal[tuple(BACKBONES)]  # type: ignore[valid-type]
+BackboneName = Literal[BACKBONE_NAMES]  # type: ignore[valid-type]
 
 
 class ConfigError(UserError, ValueError):

@@ -1,0 +1,42 @@
+"""The commands that need no model (--help, validate) must not import the training stack: a newcomer's
+first `covid-sweep --help` should answer at once, not after torch and torchvision load."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "torchvision", "albumentations", "cv2", "wandb", "sklearn")
+
+PROBE = """
+import json, sys
+from covid_sweep.cli import main
+try:
+    main({argv!r}, standalone_mode=False)
+finally:
+    print(json.dumps(sorted(m for m in {heavy!r} if m in sys.modules)), file=sys.stderr)
+"""
+
+
+def _heavy_modules_after(argv: list[str]) -> list[str]:
+    code = PROBE.format(argv=argv, heavy=HEAVY)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stderr.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["validate", "--help"], ["validate", str(ROOT / "sweeps" / "bayes.yaml")]],
+                         ids=["help", "validate-help", "validate"])
+def test_light_commands_do_not_import_the_training_stack(argv):
+    assert _heavy_modules_after(argv) == []
+
+
+def test_import_of_the_cli_does_not_import_torch():
+    done = subprocess.run([sys.executable, "-c", "import sys, covid_sweep.cli; print('torch' in sys.modules)"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr
