@@ -11,7 +11,7 @@ Measures in ONE run on ONE machine, and prints side by side:
                            albumentations Resize + toggles + Normalize + ToTensorV2 (fp32 on the
                            CPU), DataLoader(workers=0, and optionally workers=N), fp32 model,
                (c) covid:  covid_sweep's own code: data.cached_images + train.fit (train_loader,
-                           augment.to_model_input, bf16 as in (a)), timed per epoch from fit's
+                           preprocessing.to_model_input, bf16 as in (a)), timed per epoch from fit's
                            records with the evaluation time separated out,
                with each one's ratio to (a);
   trial        one real trial (`covid-sweep sweep` with --count 1, which runs
@@ -150,7 +150,7 @@ def measure_limit(backbone: str, size: int, batch: int, device, warmup: int, ste
     from torch import nn
 
     from covid_sweep.models import build_model
-    from covid_sweep.train import bf16_autocast
+    from covid_sweep.inference import bf16_autocast
 
     torch.manual_seed(0)
     model = build_model(backbone).to(device).to(memory_format=torch.channels_last)
@@ -704,7 +704,7 @@ def main(argv: list[str] | None = None) -> dict:
     from covid_sweep.config import build_config
     from covid_sweep.data import cached_images, load_split, stratified_split
     from covid_sweep.errors import UserError
-    from covid_sweep.train import pick_device
+    from covid_sweep.inference import pick_device
 
     try:
         device = pick_device(args.device)

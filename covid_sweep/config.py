@@ -24,9 +24,6 @@ METRIC_GOALS: dict[str, Literal["minimize", "maximize"]] = {
     "val_f1": "maximize",
 }
 
-AUGMENT_TOGGLES = ("blur", "clahe", "cutout", "rotate", "sepia", "hflip",
-                   "random_resized_crop", "brightness_contrast", "gamma")
-
 BackboneName = Literal[BACKBONE_NAMES]  # type: ignore[valid-type]
 
 

@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from covid_sweep.artifact import LoadedArtifact
-from covid_sweep.augment import to_model_input
 from covid_sweep.data import CLASS_NAMES, DataError, Split, decode_resized, read_label_csv
+from covid_sweep.inference import predict_probs
 from covid_sweep.models import Ensemble
-from covid_sweep.train import predict_probs
+from covid_sweep.preprocessing import to_model_input
 
 
 @dataclass

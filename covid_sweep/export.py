@@ -1,7 +1,7 @@
 """The exported model (safetensors + TorchScript) and its model card, and the export folder they live in.
 
 The TorchScript file holds the whole prediction: uint8 RGB images (N, H, W, 3) at the model's input
-size -> normalisation (as `augment.to_model_input`) -> backbone -> softmax -> P(COVID) (N,). It loads
+size -> normalisation (as `preprocessing.to_model_input`) -> backbone -> softmax -> P(COVID) (N,). It loads
 with plain `torch.jit.load`, without covid_sweep or torchvision.
 """
 
@@ -24,11 +24,11 @@ from torch import nn
 
 from covid_sweep import __version__
 from covid_sweep.artifact import FILES, LoadedArtifact
-from covid_sweep.augment import MEAN, STD
 from covid_sweep.data import load_split
 from covid_sweep.errors import UserError
 from covid_sweep.explain import explain, labels_for
 from covid_sweep.predict import Prediction, predict_images, predict_split, sample_ids
+from covid_sweep.preprocessing import MEAN, STD
 from covid_sweep.files import umask_mode
 from covid_sweep.submission import probabilities_text, submission_text
 
@@ -44,9 +44,9 @@ class ExportError(UserError, RuntimeError):
 class ProbabilityModel(nn.Module):
     """uint8 (N, H, W, 3) RGB at the input size -> P(COVID) (N,).
 
-    The normalisation is `augment.to_model_input`'s, with mean/std as buffers so that `.to("cuda")`
+    The normalisation is `preprocessing.to_model_input`'s, with mean/std as buffers so that `.to("cuda")`
     on the loaded TorchScript module moves them too. `export_torchscript` checks that the traced model
-    gives the same probabilities as `train.predict_probs` (which calls to_model_input itself).
+    gives the same probabilities as `inference.predict_probs` (which calls to_model_input itself).
     """
 
     def __init__(self, model: nn.Module):

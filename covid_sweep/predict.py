@@ -21,8 +21,8 @@ import torch
 from covid_sweep.artifact import LoadedArtifact, load_artifact
 from covid_sweep.data import decode_resized, load_split, read_label_csv
 from covid_sweep.errors import UserError
+from covid_sweep.inference import pick_device, predict_probs
 from covid_sweep.submission import refuse_existing, write_probabilities, write_submission
-from covid_sweep.train import pick_device, predict_probs
 
 ZOOM = 1.1
 

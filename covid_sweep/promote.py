@@ -17,8 +17,8 @@ from covid_sweep import paths, wandb_api
 from covid_sweep.artifact import load_artifact
 from covid_sweep.errors import UserError
 from covid_sweep.export import ExportResult, Provenance, check_out_dir, export_bundle
+from covid_sweep.inference import pick_device
 from covid_sweep.predict import NO_TTA, check_views
-from covid_sweep.train import pick_device
 from covid_sweep.sweep.store import Store, Sweep, Trial
 
 BEST = "best"

@@ -9,12 +9,12 @@ from typing import Callable
 
 import numpy as np
 
-from covid_sweep import augment
 from covid_sweep.artifact import write_artifact
 from covid_sweep.config import ConfigError, TrialConfig
 from covid_sweep.data import cached_images, fingerprint, load_split, trial_splits
 from covid_sweep.metrics import binary_metrics, choose_threshold
 from covid_sweep.models import build_model
+from covid_sweep.preprocessing import preprocessing_spec
 from covid_sweep.tracking import Tracker
 from covid_sweep.train import fit_folds
 
@@ -78,7 +78,7 @@ def run_trial(
                     if k != "auc"}  # AUC does not depend on the cut
     metrics = {"monitor": config.monitor, "goal": config.monitor_goal, "best_epoch": result.best_epoch,
                "best": result.best, "threshold": threshold, **at_threshold, "state": state, "history": result.history}
-    metadata = {"trial": trial_name, "preprocessing": augment.preprocessing_spec(config.input_size),
+    metadata = {"trial": trial_name, "preprocessing": preprocessing_spec(config.input_size),
                 "data_fingerprint": data_fingerprint, "data_dir": str(data_dir),
                 "validation": {"folds": config.folds, "val_fraction": None if config.folds > 1 else config.val_fraction,
                                "seed": config.seed, "n_val": int(sum(len(v) for _, v in index_pairs)),

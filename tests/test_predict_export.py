@@ -30,7 +30,7 @@ from covid_sweep.predict import TTA, VIEWS, predict_images, predict_split, run_p
 from covid_sweep.files import umask_mode
 from covid_sweep.errors import UserError
 from covid_sweep.submission import SubmissionError, read_probabilities, read_submission
-from covid_sweep.train import predict_probs
+from covid_sweep.inference import predict_probs
 from covid_sweep.trial import run_trial
 
 CPU = torch.device("cpu")

@@ -11,7 +11,7 @@ from covid_sweep.cli import main
 from covid_sweep.config import ConfigError, build_config
 from covid_sweep.data import decode_resized, load_split
 from covid_sweep.tracking import Tracker, resolve_mode
-from covid_sweep.train import predict_probs
+from covid_sweep.inference import predict_probs
 from covid_sweep.trial import run_trial
 
 
@@ -127,7 +127,7 @@ def test_k_fold_trial_is_an_ensemble_of_its_folds(tiny_config_values, tmp_path):
     assert loaded.metadata["validation"]["n_val"] == 24  # out-of-fold: every training image scored once
     images = decode_resized(load_split(config.data_dir, "train"), 32)
     x = torch.from_numpy(images[:5])
-    from covid_sweep.augment import to_model_input
+    from covid_sweep.preprocessing import to_model_input
 
     with torch.no_grad():
         member_probs = torch.stack([torch.softmax(m(to_model_input(x)), 1)[:, 1] for m in loaded.model.members])

@@ -1,5 +1,6 @@
-"""The commands that need no model (--help, validate) must not import the training stack: a newcomer's
-first `covid-sweep --help` should answer at once, not after torch and torchvision load."""
+"""Which modules an entry point loads: commands that need no model (--help, validate) must not import the
+training stack (a newcomer's first `covid-sweep --help` should answer at once, not after torch loads), and
+inference must not import training."""
 
 from __future__ import annotations
 
@@ -39,4 +40,11 @@ def test_light_commands_do_not_import_the_training_stack(argv):
 def test_import_of_the_cli_does_not_import_torch():
     done = subprocess.run([sys.executable, "-c", "import sys, covid_sweep.cli; print('torch' in sys.modules)"],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr
+
+
+def test_inference_does_not_import_training():
+    code = ("import sys, covid_sweep.predict, covid_sweep.explain, covid_sweep.promote, covid_sweep.export; "
+            "print('covid_sweep.train' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.stdout.strip() == "False", done.stderr
