@@ -15,6 +15,7 @@ from rich.console import Console
 from covid_sweep import paths
 from covid_sweep.cli import main
 from covid_sweep.config import build_config
+from covid_sweep.data import DataError
 from covid_sweep.export import ExportError
 from covid_sweep.promote import PromotionError, best_finished_trial, export_best
 from covid_sweep.submission import read_submission
@@ -138,7 +139,7 @@ def test_alias_moves_to_each_new_winner(trained, tmp_path, home):
     # nor does an export whose prediction job fails (a test image is missing)
     (data / "test" / "0.png").rename(tmp_path / "0.png")
     try:
-        with pytest.raises(Exception, match="0.png"):
+        with pytest.raises(DataError, match="0.png"):
             export_best("sw1", data, out, home=home, force=True)
     finally:
         (tmp_path / "0.png").rename(data / "test" / "0.png")
