@@ -7,6 +7,7 @@ DATA/sample_submission.csv (file_name,COVID).
 from __future__ import annotations
 
 from covid_sweep.errors import UserError
+from covid_sweep.paths import cache_root
 
 import csv
 import hashlib
@@ -168,10 +169,6 @@ def fingerprint(split: Split) -> str:
         digest.update(name.encode() + b"\0")
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()[:16]
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("COVID_SWEEP_CACHE", Path.home() / ".cache" / "covid-sweep"))
 
 
 def decode_resized(split: Split, size: int) -> np.ndarray:

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from covid_sweep import augment
 from covid_sweep.config import TrialConfig
+from covid_sweep.goals import improves
 from covid_sweep.inference import bf16_autocast, pick_device, predict_probs
 from covid_sweep.metrics import binary_metrics
 from covid_sweep.preprocessing import to_model_input
@@ -123,14 +124,6 @@ def _evaluate(model, images, labels, config, device) -> tuple[dict, np.ndarray]:
     return {"val_loss": val_loss, **metrics}, probs
 
 
-def _improved(value: float, best: float | None, goal: str) -> bool:
-    if value is None or math.isnan(value):
-        return False
-    if best is None:
-        return True
-    return value < best if goal == "minimize" else value > best
-
-
 class FoldRun:
     """One model being trained on one train/val split: its optimizer, schedule, EMA and best state."""
 
@@ -216,7 +209,7 @@ def fit_folds(
                       "epoch_time": time.perf_counter() - started}
             history.append(record)
             value = record[config.monitor]
-            if _improved(value, best, config.monitor_goal):
+            if improves(value, best, config.monitor_goal):
                 best, best_epoch, bad_epochs = value, epoch, 0
                 for fold in folds:
                     fold.keep_best()

@@ -15,6 +15,7 @@ from covid_sweep.data import cached_images, fingerprint, load_split, trial_split
 from covid_sweep.metrics import binary_metrics, choose_threshold
 from covid_sweep.models import build_model
 from covid_sweep.preprocessing import preprocessing_spec
+from covid_sweep.states import TrialState
 from covid_sweep.tracking import Tracker
 from covid_sweep.train import fit_folds
 
@@ -23,7 +24,7 @@ DATA_ENV = "COVID_SWEEP_DATA"
 
 @dataclass
 class TrialResult:
-    state: str  # "finished" or "stopped"
+    state: TrialState  # FINISHED or STOPPED
     artifact: Path | None
     best: dict
     best_epoch: int
@@ -69,7 +70,7 @@ def run_trial(
             on_epoch(record)
 
     result = fit_folds(config, models, splits, on_epoch=epoch_done, should_stop=should_stop, progress=progress)
-    state = "stopped" if result.stopped else "finished"
+    state = TrialState.STOPPED if result.stopped else TrialState.FINISHED
     if not result.history:
         return TrialResult(state=state, artifact=None, best={}, best_epoch=0, epochs_run=0, threshold=0.5)
 

@@ -14,10 +14,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from covid_sweep import paths
-from covid_sweep.sweep import engine
+from covid_sweep import paths, tracking
+from covid_sweep.sweep import engine, protocol
 from covid_sweep.sweep.launcher import ForkLauncher, TrialHandle
-from covid_sweep.sweep.store import ACTIVE, Store, Sweep, Trial
+from covid_sweep.states import ACTIVE, TrialState
+from covid_sweep.sweep.store import Store, Sweep, Trial
 
 MAX_ATTEMPTS = 2  # an interrupted trial is retried once; interrupted again, it counts as failed
 STALE_CONTROLLER_S = 60.0
@@ -96,13 +97,13 @@ class Controller:
     def _retry_candidate(self, trials: list[Trial]) -> Trial | None:
         retried = {t.retry_of for t in trials if t.retry_of is not None}
         for trial in trials:
-            if trial.state != "interrupted" or trial.id in retried:
+            if trial.state != TrialState.INTERRUPTED or trial.id in retried:
                 continue
             root = trial.retry_of or trial.id
             attempts = 1 + sum(1 for t in trials if t.retry_of == root)
             if trial.retry_of is not None and attempts >= MAX_ATTEMPTS:
-                self.store.end_trial(trial.id, "failed", error="interrupted twice; imputed as failed",
-                                     only_if=("interrupted",))
+                self.store.end_trial(trial.id, TrialState.FAILED, error="interrupted twice; imputed as failed",
+                                     only_if=(TrialState.INTERRUPTED,))
                 continue
             return self.store.add_trial(self.sweep.id, f"{self.store.trial(root).name}-r{attempts}",
                                         trial.params, self.owner, retry_of=root)
@@ -112,17 +113,15 @@ class Controller:
     def launch(self, trial: Trial) -> Slot:
         log = self.home / "logs" / self.sweep.id / f"{trial.name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
-        env.setdefault("WANDB_MODE", "offline")
+        env = tracking.trial_process_env(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
         if self.agents > 1 and "OMP_NUM_THREADS" not in os.environ:
             # K trials sharing the CPU cores: oversubscribed intra-op threads slow every one of them
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.agents))
         if self.gpus:
             env["CUDA_VISIBLE_DEVICES"] = self.gpus[len(self.slots) % len(self.gpus)]
-        argv = ["--store", str(self.store.path), "--trial", str(trial.id), "--home", str(self.home)]
-        process = self.launcher.start(argv, log, env)
-        self.store.mark_running(trial.id, process.pid)
+        # the trial process itself marks the trial running (TrialProcess.start): one writer
+        process = self.launcher.start(protocol.embedded_argv(self.store.path, trial.id, self.home), log, env)
         self.log(f"trial {trial.name} started (pid {process.pid}): {trial.params}")
         return Slot(trial, process, log)
 
@@ -132,7 +131,7 @@ class Controller:
             if code is None:
                 continue
             del self.slots[trial_id]
-            if self.store.end_trial(trial_id, "failed", error=f"trial process exited with {code}: {_tail(slot.log)}"):
+            if self.store.end_trial(trial_id, TrialState.FAILED, error=f"trial process exited with {code}: {_tail(slot.log)}"):
                 self.log(f"trial {slot.trial.name} failed (exit {code}); log: {slot.log}")
             else:
                 trial = self.store.trial(trial_id)
@@ -157,7 +156,7 @@ class Controller:
                 continue
             if trial.pid and trial.owner and trial.owner.rpartition(":")[0] == socket.gethostname():
                 _signal_quietly(trial.pid, signal.SIGINT)
-            if self.store.end_trial(trial.id, "interrupted", error=f"controller {trial.owner} died"):
+            if self.store.end_trial(trial.id, TrialState.INTERRUPTED, error=f"controller {trial.owner} died"):
                 reaped.append(trial.name)
         return reaped
 

@@ -7,6 +7,8 @@ import warnings
 
 import numpy as np
 
+from covid_sweep.goals import reaches
+from covid_sweep.states import TrialState
 from covid_sweep.sweep.store import Store, Sweep, Trial
 
 with warnings.catch_warnings():
@@ -19,11 +21,11 @@ with warnings.catch_warnings():
 # stopped (hyperband / user) trials count as finished: their history is real, and W&B imputes only
 # failures. Interrupted trials are retried, so the retry stands in for them.
 ENGINE_STATE = {
-    "pending": sweeps.RunState.pending,
-    "running": sweeps.RunState.running,
-    "finished": sweeps.RunState.finished,
-    "stopped": sweeps.RunState.finished,
-    "failed": sweeps.RunState.failed,
+    TrialState.PENDING: sweeps.RunState.pending,
+    TrialState.RUNNING: sweeps.RunState.running,
+    TrialState.FINISHED: sweeps.RunState.finished,
+    TrialState.STOPPED: sweeps.RunState.finished,
+    TrialState.FAILED: sweeps.RunState.failed,
 }
 
 
@@ -73,8 +75,8 @@ def target_reached(sweep: Sweep, trials: list[Trial]) -> bool:
     if target is None:
         return False
     for trial in trials:
-        if trial.best is None or trial.state not in ("finished", "stopped", "running"):
+        if trial.best is None or trial.state not in (TrialState.FINISHED, TrialState.STOPPED, TrialState.RUNNING):
             continue
-        if (trial.best <= target) if sweep.goal == "minimize" else (trial.best >= target):
+        if reaches(trial.best, target, sweep.goal):
             return True
     return False

@@ -7,6 +7,7 @@ from collections import Counter
 from rich.markup import escape
 from rich.table import Table
 
+from covid_sweep.goals import rank_key
 from covid_sweep.sweep.store import Store, Sweep, Trial
 
 
@@ -14,7 +15,7 @@ def ranked(trials: list[Trial], goal: str) -> list[Trial]:
     """Trials with a metric first, best first; the rest after, in launch order."""
     scored = [t for t in trials if t.best is not None]
     unscored = [t for t in trials if t.best is None]
-    return sorted(scored, key=lambda t: t.best, reverse=goal == "maximize") + unscored
+    return sorted(scored, key=lambda t: rank_key(t.best, goal)) + unscored
 
 
 def _fmt(value) -> str:
