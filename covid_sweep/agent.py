@@ -17,8 +17,8 @@ from covid_sweep import paths, tracking
 from covid_sweep.config import build_config, parse_agent_args
 from covid_sweep.errors import UserError
 from covid_sweep.states import TrialState
-from covid_sweep.tracking import Tracker
 from covid_sweep.sweep import protocol
+from covid_sweep.tracking import Tracker
 from covid_sweep.trial import run_trial
 
 

@@ -8,8 +8,6 @@
 
 from __future__ import annotations
 
-from covid_sweep.errors import UserError
-
 import json
 import os
 import shutil
@@ -23,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from covid_sweep import __version__
 from covid_sweep.config import TrialConfig, build_config
 from covid_sweep.data import CLASS_NAMES
+from covid_sweep.errors import UserError
 from covid_sweep.files import apply_umask
 from covid_sweep.models import build_for_folds
 

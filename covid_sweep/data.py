@@ -6,9 +6,6 @@ DATA/sample_submission.csv (file_name,COVID).
 
 from __future__ import annotations
 
-from covid_sweep.errors import UserError
-from covid_sweep.paths import cache_root
-
 import csv
 import hashlib
 import os
@@ -19,6 +16,9 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import cv2
 import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
+
+from covid_sweep.errors import UserError
+from covid_sweep.paths import cache_root
 
 LABEL_COLUMN = "COVID"
 ID_COLUMN = "file_name"

@@ -100,7 +100,8 @@ def explain(artifact: LoadedArtifact, split: Split, labels: np.ndarray, out: Pat
     written = []
     for index, cam in zip(chosen, cams):
         correct = int(probs[index] >= artifact.threshold) == labels[index]
-        name = f"{'right' if correct else 'wrong'}-{CLASS_NAMES[labels[index]]}-p{probs[index]:.2f}-{Path(split.ids[index]).stem}.png"
+        verdict = "right" if correct else "wrong"
+        name = f"{verdict}-{CLASS_NAMES[labels[index]]}-p{probs[index]:.2f}-{Path(split.ids[index]).stem}.png"
         path = out / name
         cv2.imwrite(str(path), cv2.cvtColor(np.hstack([images[index], overlay(images[index], cam)]), cv2.COLOR_RGB2BGR))
         written.append(Explained(split.ids[index], int(labels[index]), float(probs[index]), bool(correct), path))

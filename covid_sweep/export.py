@@ -27,9 +27,9 @@ from covid_sweep.artifact import FILES, LoadedArtifact
 from covid_sweep.data import load_split
 from covid_sweep.errors import UserError
 from covid_sweep.explain import explain, labels_for
+from covid_sweep.files import umask_mode
 from covid_sweep.predict import Prediction, predict_images, predict_split, sample_ids
 from covid_sweep.preprocessing import MEAN, STD
-from covid_sweep.files import umask_mode
 from covid_sweep.submission import probabilities_text, submission_text
 
 TORCHSCRIPT = "model.torchscript.pt"

@@ -16,8 +16,8 @@ from typing import Sequence
 from covid_sweep import paths, wandb_api
 from covid_sweep.artifact import load_artifact
 from covid_sweep.errors import UserError
-from covid_sweep.goals import rank_key
 from covid_sweep.export import ExportResult, Provenance, check_out_dir, export_bundle
+from covid_sweep.goals import rank_key
 from covid_sweep.inference import pick_device
 from covid_sweep.predict import NO_TTA, check_views
 from covid_sweep.states import TrialState

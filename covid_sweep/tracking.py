@@ -126,7 +126,8 @@ class Tracker:
     def log_evaluation(self, y_true: np.ndarray, probs: np.ndarray, threshold: float) -> None:
         if np.isnan(probs).any():
             return
-        from covid_sweep.data import CLASS_NAMES  # here: the controller imports this module for its env rules
+        # imported here: the controller imports this module for its env rules, without cv2 and sklearn
+        from covid_sweep.data import CLASS_NAMES
 
         wandb = _wandb()
         y_true = [int(v) for v in y_true]

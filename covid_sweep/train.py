@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from covid_sweep.errors import UserError
-
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -19,6 +17,7 @@ from tqdm.auto import tqdm
 
 from covid_sweep import augment
 from covid_sweep.config import TrialConfig
+from covid_sweep.errors import UserError
 from covid_sweep.goals import improves
 from covid_sweep.inference import bf16_autocast, pick_device, predict_probs
 from covid_sweep.metrics import binary_metrics
@@ -45,7 +44,6 @@ class FitResult:
     val_labels: np.ndarray
     val_probs: np.ndarray
     stopped: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 class AugmentedImages(Dataset):

@@ -1,6 +1,5 @@
 """The embedded controller with cheap fake trials: real subprocesses, real store, real W&B engine."""
 
-import os
 import signal
 import socket
 import subprocess
@@ -191,13 +190,13 @@ def test_seeded_sweep_suggestions_are_reproducible_across_processes(tmp_path):
               "parameters": {"backbone": {"values": ["a", "b", "c", "d", "e", "f"]},
                                                  "lr": {"min": 0.0, "max": 1.0}}}
     code = ("import json, sys; from covid_sweep.sweep.store import Store; from covid_sweep.sweep import engine; "
-            "s = Store(sys.argv[1]); w = s.sweep('sw'); print(json.dumps(engine.suggest(s, w, [])))")
+            "s = Store(sys.argv[1]); w = s.sweep('sw'); print(json.dumps(engine.suggest(w, [])))")
     store = Store(tmp_path / "s.db")
     store.create_sweep("sw", "n", "t.yaml", config, None, seed=11)
     fresh = subprocess.run([sys.executable, "-c", code, str(tmp_path / "s.db")], capture_output=True, text=True,
                            timeout=120)
     assert fresh.returncode == 0, fresh.stderr
-    assert json.loads(fresh.stdout) == engine.suggest(store, store.sweep("sw"), [])
+    assert json.loads(fresh.stdout) == engine.suggest(store.sweep("sw"), [])
 
 
 def test_the_trial_argv_the_controller_builds_is_what_the_agent_parses(tmp_path):

@@ -6,8 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from covid_sweep.cli import main
-from covid_sweep.data import (DataError, cached_images, check_readable, fingerprint, load_split, read_image,
-                              stratified_split)
+from covid_sweep.data import DataError, cached_images, check_readable, fingerprint, load_split, read_image, stratified_split
 
 
 def _rewrite_csv(path, text):

@@ -5,6 +5,7 @@ inference must not import training."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -48,3 +49,11 @@ def test_inference_does_not_import_training():
             "print('covid_sweep.train' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.stdout.strip() == "False", done.stderr
+
+
+def test_the_package_turns_off_albumentations_update_check():
+    # albumentations reads it at import: the package must set it before any of its modules import albumentations
+    env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
+    code = "import os, covid_sweep.augment; print(os.environ.get('NO_ALBUMENTATIONS_UPDATE'))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert done.stdout.strip() == "1", done.stderr

@@ -3,7 +3,6 @@ against a real model trained for one epoch on tiny generated images."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
@@ -13,7 +12,6 @@ import sys
 import warnings
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -24,14 +22,13 @@ from covid_sweep.artifact import load_artifact, write_artifact
 from covid_sweep.cli import main
 from covid_sweep.config import build_config
 from covid_sweep.data import DataError, decode_resized, load_split
-from covid_sweep.models import Ensemble, build_model
-from covid_sweep.export import ExportError, Provenance, export_bundle
-from covid_sweep.predict import TTA, VIEWS, predict_images, predict_split, run_predict, views_for
-from covid_sweep.files import umask_mode
 from covid_sweep.errors import UserError
-from covid_sweep.submission import SubmissionError, read_probabilities, read_submission
+from covid_sweep.export import ExportError, Provenance, export_bundle
+from covid_sweep.files import umask_mode
 from covid_sweep.inference import predict_probs
-from covid_sweep.trial import run_trial
+from covid_sweep.models import Ensemble, build_model
+from covid_sweep.predict import TTA, VIEWS, predict_images, predict_split, run_predict, views_for
+from covid_sweep.submission import SubmissionError, read_probabilities, read_submission
 
 CPU = torch.device("cpu")
 

@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch import nn
 
+from covid_sweep import inference
 from covid_sweep.config import build_config
 from covid_sweep.data import cached_images, load_split
 from covid_sweep.models import build_model
-from covid_sweep import inference
 from covid_sweep.preprocessing import to_model_input
 from covid_sweep.train import TrainingError, fit
 

@@ -6,13 +6,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from covid_sweep import trial as trial_mod
 from covid_sweep.artifact import ArtifactError, load_artifact, write_dir_atomically
 from covid_sweep.cli import main
 from covid_sweep.config import ConfigError, build_config
 from covid_sweep.data import decode_resized, load_split
-from covid_sweep.tracking import Tracker, resolve_mode
 from covid_sweep.inference import predict_probs
-from covid_sweep import trial as trial_mod
+from covid_sweep.tracking import Tracker, resolve_mode
 from covid_sweep.train import fit_folds
 from covid_sweep.trial import run_trial
 

@@ -214,7 +214,8 @@ def test_promote_adds_the_alias_once_and_links_into_the_registry():
 
 
 def test_demote_takes_best_off_the_other_runs_models():
-    old, new = FakeArtifact("ent/proj/model-a:v0", aliases=["latest", "best"]), FakeArtifact("ent/proj/model-b:v0", aliases=["best"])
+    old = FakeArtifact("ent/proj/model-a:v0", aliases=["latest", "best"])
+    new = FakeArtifact("ent/proj/model-b:v0", aliases=["best"])
     table = FakeArtifact("ent/proj/t:v0", type="run_table", aliases=["best"])
     api = api_with(run("a", "finished", 0.8, artifacts=[old, table]), run("b", "finished", 0.9, artifacts=[new]))
     assert wandb_api.demote_others(api, SWEEP, keep=new.qualified_name) == [old.qualified_name]

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from covid_sweep import paths, tracking
+from covid_sweep.states import ACTIVE, TrialState
 from covid_sweep.sweep import engine, protocol
 from covid_sweep.sweep.launcher import ForkLauncher, TrialHandle
-from covid_sweep.states import ACTIVE, TrialState
 from covid_sweep.sweep.store import Store, Sweep, Trial
 
 MAX_ATTEMPTS = 2  # an interrupted trial is retried once; interrupted again, it counts as failed
@@ -88,7 +88,7 @@ class Controller:
             cap = self.sweep.config.get("run_cap")
             if cap is not None and len(originals) >= cap:
                 return None, f"run_cap {cap} reached"
-            params = engine.suggest(self.store, self.sweep, engine.sweep_runs(self.store, self.sweep))
+            params = engine.suggest(self.sweep, engine.sweep_runs(self.store, self.sweep))
             if params is None:
                 return None, "search space exhausted"
             name = f"{self.sweep.id}-{len(originals) + 1:03d}"
@@ -179,7 +179,8 @@ class Controller:
                     outcome.reason = outcome.reason or "interrupted by signal"
                     self._stop_all(signal.SIGINT)
                     break
-                while not exhausted and len(self.slots) < self.agents and (self.count is None or len(outcome.launched) < self.count):
+                while (not exhausted and len(self.slots) < self.agents
+                       and (self.count is None or len(outcome.launched) < self.count)):
                     trial, why = self.claim()
                     if trial is None:
                         exhausted, outcome.reason = True, why

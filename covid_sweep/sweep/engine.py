@@ -14,6 +14,7 @@ from covid_sweep.sweep.store import Store, Sweep, Trial
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import sweeps
+
     # next_run imports these (and sklearn, scipy, pandas) on first use; an import draws from the
     # global RNG, so done inside suggest() it would shift the first suggestion of a seeded sweep
     from sweeps import bayes_search, grid_search, random_search  # noqa: F401
@@ -45,7 +46,7 @@ def sweep_runs(store: Store, sweep: Sweep) -> list[sweeps.SweepRun]:
     return runs
 
 
-def suggest(store: Store, sweep: Sweep, runs: list[sweeps.SweepRun]) -> dict | None:
+def suggest(sweep: Sweep, runs: list[sweeps.SweepRun]) -> dict | None:
     """The engine's next parameters, or None when the search space is exhausted (grid).
 
     The engine draws from the global `random`/`np.random`: seeding both from (sweep seed, runs so far)

@@ -128,7 +128,8 @@ class Store:
         self.conn.execute("COMMIT")
 
     # sweeps
-    def create_sweep(self, sweep_id: str, name: str | None, source: str | None, config: dict, data_dir: str | None, seed: int) -> Sweep:
+    def create_sweep(self, sweep_id: str, name: str | None, source: str | None, config: dict, data_dir: str | None,
+                     seed: int) -> Sweep:
         self.conn.execute("INSERT INTO sweeps VALUES (?,?,?,?,?,?,?)",
                           (sweep_id, name, source, json.dumps(config), data_dir, seed, time.time()))
         return self.sweep(sweep_id)
