@@ -24,6 +24,7 @@ from covid_sweep.data import CLASS_NAMES
 from covid_sweep.errors import UserError
 from covid_sweep.files import apply_umask
 from covid_sweep.models import build_for_folds
+from covid_sweep.preprocessing import Preprocessing, PreprocessingError, preprocessing_spec
 
 WEIGHTS = "model.safetensors"
 FILES = (WEIGHTS, "config.json", "metrics.json", "metadata.json")
@@ -44,6 +45,12 @@ class LoadedArtifact:
     @property
     def threshold(self) -> float:
         return float(self.metrics.get("threshold", 0.5))
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """What training did to each image (metadata.json); every prediction from this artifact repeats it.
+        An artifact that recorded none (written by hand) gets what training does for its input size."""
+        return Preprocessing.from_spec(self.metadata.get("preprocessing") or preprocessing_spec(self.config.input_size))
 
 
 def _dump(path: Path, obj) -> None:
@@ -91,6 +98,11 @@ def load_artifact(path: Path, device: str | torch.device = "cpu") -> LoadedArtif
     model = build_for_folds(config.backbone, False, config.folds)
     model.load_state_dict(load_file(str(path / WEIGHTS), device=str(device)))
     model.to(device).eval()
-    return LoadedArtifact(path=path, config=config, model=model,
-                          metrics=json.loads((path / "metrics.json").read_text()),
-                          metadata=json.loads((path / "metadata.json").read_text()))
+    loaded = LoadedArtifact(path=path, config=config, model=model,
+                            metrics=json.loads((path / "metrics.json").read_text()),
+                            metadata=json.loads((path / "metadata.json").read_text()))
+    try:
+        loaded.preprocessing  # a spec this version cannot reproduce fails here, at load, naming the file
+    except (PreprocessingError, KeyError, TypeError, ValueError) as err:
+        raise ArtifactError(f"{path / 'metadata.json'}: {err}") from None
+    return loaded

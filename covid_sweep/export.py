@@ -29,7 +29,7 @@ from covid_sweep.errors import UserError
 from covid_sweep.explain import explain, labels_for
 from covid_sweep.files import umask_mode
 from covid_sweep.predict import Prediction, predict_images, predict_split, sample_ids
-from covid_sweep.preprocessing import MEAN, STD
+from covid_sweep.preprocessing import Preprocessing
 from covid_sweep.submission import probabilities_text, submission_text
 
 TORCHSCRIPT = "model.torchscript.pt"
@@ -49,11 +49,11 @@ class ProbabilityModel(nn.Module):
     gives the same probabilities as `inference.predict_probs` (which calls to_model_input itself).
     """
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, preprocessing: Preprocessing):
         super().__init__()
         self.model = model
-        self.register_buffer("mean", torch.tensor(MEAN, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(STD, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("mean", torch.tensor(preprocessing.mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(preprocessing.std, dtype=torch.float32).view(1, 3, 1, 1))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.permute(0, 3, 1, 2).float().div(255.0)
@@ -63,9 +63,10 @@ class ProbabilityModel(nn.Module):
 
 def export_torchscript(artifact: LoadedArtifact, target: Path) -> Path:
     """Trace the eval-mode model (on the CPU) into `target` and check it against the eager prediction."""
-    size = artifact.config.input_size
+    preprocessing = artifact.preprocessing
+    size = preprocessing.input_size
     model = copy.deepcopy(artifact.model).cpu().eval()
-    wrapper = ProbabilityModel(model).eval()
+    wrapper = ProbabilityModel(model, preprocessing).eval()
     rng = np.random.default_rng(0)
     example = torch.from_numpy(rng.integers(0, 256, (2, size, size, 3), dtype=np.uint8))
     with torch.no_grad(), warnings.catch_warnings():
@@ -75,7 +76,7 @@ def export_torchscript(artifact: LoadedArtifact, target: Path) -> Path:
     check = rng.integers(0, 256, (3, size, size, 3), dtype=np.uint8)
     with torch.no_grad():
         got = traced(torch.from_numpy(check)).numpy()
-    want = predict_images(model, check, batch_size=3, device=torch.device("cpu"))
+    want = predict_images(model, check, batch_size=3, device=torch.device("cpu"), preprocessing=preprocessing)
     if got.shape != want.shape or not np.allclose(got, want, atol=PARITY_ATOL):
         raise ExportError(f"TorchScript export of {artifact.config.backbone} disagrees with the eager model "
                           f"(max |diff| {np.abs(got - want).max() if got.shape == want.shape else 'shape'})")
@@ -145,7 +146,7 @@ class Provenance:
 
 
 def loading_code(artifact: LoadedArtifact) -> str:
-    return LOADING_CODE.format(torchscript=TORCHSCRIPT, size=artifact.config.input_size, threshold=artifact.threshold)
+    return LOADING_CODE.format(torchscript=TORCHSCRIPT, size=artifact.preprocessing.input_size, threshold=artifact.threshold)
 
 
 def _fmt(value) -> str:
@@ -170,6 +171,8 @@ def _gradcam_section(explained: Sequence) -> list[str]:
 def model_card(artifact: LoadedArtifact, provenance: Provenance, prediction: Prediction,
                explained: Sequence = ()) -> str:
     config, metrics, metadata = artifact.config, artifact.metrics, artifact.metadata
+    prep = artifact.preprocessing  # as recorded with the model
+    size = prep.input_size
     best = metrics.get("best", {})
     val_rows = [(k, v) for k, v in best.items() if k.startswith("val_")]
     val_rows += [(k, v) for k, v in metrics.items() if k.endswith("_at_threshold")]
@@ -220,8 +223,8 @@ def model_card(artifact: LoadedArtifact, provenance: Provenance, prediction: Pre
         "## Preprocessing",
         "",
         f"Decode to RGB uint8 (gray and RGBA converted, 16-bit rescaled min-max), resize to "
-        f"{config.input_size}x{config.input_size} with `cv2.INTER_AREA`, stack as uint8 (N, H, W, 3). Scaling to "
-        f"[0, 1] and ImageNet mean/std normalisation happen inside the exported model.",
+        f"{size}x{size} with `cv2.INTER_AREA`, stack as uint8 (N, H, W, 3). Scaling to "
+        f"[0, 1] and normalisation (mean {list(prep.mean)}, std {list(prep.std)}) happen inside the exported model.",
         "",
         "## Files",
         "",

@@ -46,7 +46,7 @@ def validation_images(artifact: LoadedArtifact, data_dir: Path) -> list[tuple[to
     if expected and key != expected:
         raise UserError(f"{data_dir}: train/ is not the data {artifact.path} was trained on (fingerprint {key[:12]}, "
                         f"artifact {expected[:12]}); its validation images cannot be rebuilt")
-    images = cached_images(train, config.input_size, key=key)
+    images = cached_images(train, artifact.preprocessing.input_size, key=key)
     labels = np.asarray(train.labels)
     pairs = trial_splits(labels, config.folds, config.val_fraction, config.seed)
     members = list(artifact.model.members) if isinstance(artifact.model, Ensemble) else [artifact.model]
@@ -64,7 +64,8 @@ def score_view_sets(artifact: LoadedArtifact, data_dir: Path,
     device = next(artifact.model.parameters()).device
     scores = []
     for views in view_sets:
-        probs = np.concatenate([predict_images(model, images, artifact.config.batch_size, device, views)
+        probs = np.concatenate([predict_images(model, images, artifact.config.batch_size, device, views,
+                                               artifact.preprocessing)
                                 for model, images, _ in folds])
         scores.append(ViewScore(views, binary_metrics(labels, probs, artifact.threshold), len(labels)))
     return scores
