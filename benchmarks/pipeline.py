@@ -11,7 +11,7 @@ Measures in ONE run on ONE machine, and prints side by side:
                            albumentations Resize + toggles + Normalize + ToTensorV2 (fp32 on the
                            CPU), DataLoader(workers=0, and optionally workers=N), fp32 model,
                (c) covid:  covid_sweep's own code: data.cached_images + train.fit (train_loader,
-                           augment.to_model_input, bf16 as in (a)), timed per epoch from fit's
+                           preprocessing.to_model_input, bf16 as in (a)), timed per epoch from fit's
                            records with the evaluation time separated out,
                with each one's ratio to (a);
   trial        one real trial (`covid-sweep sweep` with --count 1, which runs
@@ -149,8 +149,8 @@ def measure_limit(backbone: str, size: int, batch: int, device, warmup: int, ste
     import torch
     from torch import nn
 
+    from covid_sweep.inference import bf16_autocast
     from covid_sweep.models import build_model
-    from covid_sweep.train import bf16_autocast
 
     torch.manual_seed(0)
     model = build_model(backbone).to(device).to(memory_format=torch.channels_last)
@@ -186,7 +186,8 @@ def measure_limit(backbone: str, size: int, batch: int, device, warmup: int, ste
             model(x)
 
         eval_s = timed(eval_step)
-    del model, optimizer, x, y
+    # drop the references (not `del`: the step closures above still name them) before freeing device memory
+    model = optimizer = x = y = None
     free_device_memory(device)
     return {"limit_img_s": batch * steps / train_s, "limit_eval_img_s": batch * steps / eval_s,
             "limit_steps": steps, "limit_warmup_steps": warmup}
@@ -469,8 +470,8 @@ def seed_style_agent(trial_params: list[dict], data: Path, device, work: Path, u
 
     from covid_sweep.config import build_config
     from covid_sweep.data import load_split
-    from covid_sweep.splits import stratified_split
     from covid_sweep.models import build_model
+    from covid_sweep.splits import stratified_split
 
     wandb = None
     if use_wandb:
@@ -570,7 +571,10 @@ def _fmt(value, digits: int = 1) -> str:
 
 def format_table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    line = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    def line(cells) -> str:
+        return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
@@ -581,7 +585,7 @@ def render(result: dict) -> str:
            f"({dev['torch_threads']} threads), python {dev['python']}",
            f"data:   {d['path']}: {d['n_images']} train.csv images -> {d['n_train']} train / {d['n_val']} val; "
            f"toggles: {','.join(s['toggles']) or 'none'}; batch {s['batch']}, {s['epochs']} epochs",
-           f"cache:  decode+resize once per size (cold build s): "
+           "cache:  decode+resize once per size (cold build s): "
            + ", ".join(f"{k}px {_fmt(v['build_s'], 2)}s (warm hit {_fmt(v['hit_s'], 3)}s)" for k, v in d["cache"].items()),
            ""]
     w = s["workers"]
@@ -652,7 +656,8 @@ def render(result: dict) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     preset = p.add_mutually_exclusive_group()
-    preset.add_argument("--quick", action="store_true", help="CPU preset (the default): resnet18 at 64 and 128 px, 2 epochs, 4-trial sweep")
+    preset.add_argument("--quick", action="store_true",
+                        help="CPU preset (the default): resnet18 at 64 and 128 px, 2 epochs, 4-trial sweep")
     preset.add_argument("--gpu-default", action="store_true",
                         help="GPU preset: resnet50,vgg16,densenet121,efficientnet_b0,googlenet at 224 and 64, batch 256, "
                              "5 epochs, seed workers=8, 16-trial sweep with --agents 1 and 4")
@@ -704,9 +709,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     from covid_sweep.config import build_config
     from covid_sweep.data import cached_images, load_split
-    from covid_sweep.splits import stratified_split
     from covid_sweep.errors import UserError
-    from covid_sweep.train import pick_device
+    from covid_sweep.inference import pick_device
+    from covid_sweep.splits import stratified_split
 
     try:
         device = pick_device(args.device)
@@ -736,7 +741,7 @@ def main(argv: list[str] | None = None) -> dict:
                     cached_images(split, size)  # cold: decode + resize + write the .npy
                     build = time.perf_counter() - started
                     started = time.perf_counter()
-                    images = cached_images(split, size)  # warm: what every later trial pays
+                    cached_images(split, size)  # warm: what every later trial pays
                     result["data"]["cache"][key] = {"build_s": build, "hit_s": time.perf_counter() - started}
                 return cached_images(split, size)
 

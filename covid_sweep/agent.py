@@ -8,16 +8,16 @@ Exit status: 0 when the trial finished or was stopped on request, 1 when it fail
 
 from __future__ import annotations
 
-import argparse
-import os
 import signal
 import sys
 import traceback
 from pathlib import Path
 
-from covid_sweep import paths
+from covid_sweep import paths, tracking
 from covid_sweep.config import build_config, parse_agent_args
 from covid_sweep.errors import UserError
+from covid_sweep.states import TrialState
+from covid_sweep.sweep import protocol
 from covid_sweep.tracking import Tracker
 from covid_sweep.trial import run_trial
 
@@ -37,13 +37,13 @@ def run_embedded(store_path: Path, trial_id: int, home: Path) -> int:
         if sweep.data_dir and "data_dir" not in params:
             params["data_dir"] = sweep.data_dir
         config = build_config(params, source=f"trial {trial.name}")
-        tracker = Tracker.start(mode=os.environ.get("WANDB_MODE", "offline"), directory=home,
+        tracker = Tracker.start(mode=tracking.embedded_trial_mode(), directory=home,
                                 config=config.model_dump(mode="json"), project=sweep.name, group=sweep.id,
                                 name=trial.name, tags=["embedded"])
         result = run_trial(config, paths.trial_artifact_dir(home, sweep.id, trial.name), tracker,
                            on_epoch=process.on_epoch, should_stop=process.should_stop, progress=False,
                            trial_name=trial.name, artifact_name=f"model-{sweep.id}")
-        state = process.end(result.state == "stopped", str(result.artifact) if result.artifact else None)
+        state = process.end(result.state == TrialState.STOPPED, str(result.artifact) if result.artifact else None)
         print(f"trial {trial.name} {state}; artifact {result.artifact}", flush=True)
         tracker.finish(0)
         return 0
@@ -64,12 +64,12 @@ def run_wandb_agent(argv: list[str], home: Path) -> int:
         params = {**tracker.params, **parse_agent_args(argv)}
         config = build_config(params, source="sweep parameters")
         tracker.record_config(config.model_dump(mode="json"))
-        sweep_id = os.environ.get("WANDB_SWEEP_ID", "runs")
-        result = run_trial(config, paths.trial_artifact_dir(home, sweep_id, tracker.run.id), tracker,
-                           should_stop=lambda: stop["requested"], trial_name=tracker.run.id,
+        sweep_id = tracking.agent_sweep_id()
+        result = run_trial(config, paths.trial_artifact_dir(home, sweep_id, tracker.run_id), tracker,
+                           should_stop=lambda: stop["requested"], trial_name=tracker.run_id,
                            artifact_name=f"model-{sweep_id}")
-        tracker.run.summary["trial_state"] = result.state
-        print(f"trial {tracker.run.id} {result.state}; artifact {result.artifact}", flush=True)
+        tracker.record_trial_state(result.state)
+        print(f"trial {tracker.run_id} {result.state}; artifact {result.artifact}", flush=True)
         tracker.finish(0)
         return 0
     except UserError as err:
@@ -83,17 +83,12 @@ def run_wandb_agent(argv: list[str], home: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="covid-sweep-agent", add_help=False, allow_abbrev=False)
-    parser.add_argument("--store", type=Path)
-    parser.add_argument("--trial", type=int)
-    parser.add_argument("--home", type=Path)
-    known, rest = parser.parse_known_args(argv)
-    home = paths.home(known.home)
+    invocation = protocol.parse(sys.argv[1:] if argv is None else argv)
+    home = paths.home(invocation.home)
     try:
-        if known.store is not None and known.trial is not None:
-            return run_embedded(known.store, known.trial, home)
-        return run_wandb_agent(rest, home)
+        if invocation.embedded is not None:
+            return run_embedded(invocation.embedded.store, invocation.embedded.trial_id, home)
+        return run_wandb_agent(invocation.rest, home)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

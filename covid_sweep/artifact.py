@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-from covid_sweep.errors import UserError
-
 import hashlib
 import json
 from dataclasses import dataclass
@@ -21,11 +19,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from covid_sweep import __version__
-from covid_sweep.augment import preprocessing_spec
 from covid_sweep.config import TrialConfig, build_config
 from covid_sweep.data import CLASS_NAMES
+from covid_sweep.errors import UserError
 from covid_sweep.files import publish_dir, staged_dir
 from covid_sweep.models import build_for_folds
+from covid_sweep.preprocessing import Preprocessing, PreprocessingError, preprocessing_spec
 
 WEIGHTS = "model.safetensors"
 FILES = (WEIGHTS, "config.json", "metrics.json", "metadata.json")
@@ -47,6 +46,12 @@ class LoadedArtifact:
     @property
     def threshold(self) -> float:
         return float(self.metrics.get("threshold", 0.5))
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """What training did to each image (metadata.json); every prediction from this artifact repeats it.
+        An artifact that recorded none (written by hand) gets what training does for its input size."""
+        return Preprocessing.from_spec(self.metadata.get("preprocessing") or preprocessing_spec(self.config.input_size))
 
 
 def _dump(path: Path, obj) -> None:
@@ -137,5 +142,10 @@ def load_artifact(path: Path, device: str | torch.device = "cpu") -> LoadedArtif
     if "preprocessing" in metadata and metadata["preprocessing"] != preprocessing_spec(config.input_size):
         raise ArtifactError(f"{path / 'config.json'}: input_size {config.input_size} contradicts the preprocessing "
                             f"in {path / 'metadata.json'}")
-    return LoadedArtifact(path=path, config=config, model=_load_weights(path, config, device),
-                          metrics=_read_json(path / "metrics.json"), metadata=metadata)
+    loaded = LoadedArtifact(path=path, config=config, model=_load_weights(path, config, device),
+                            metrics=_read_json(path / "metrics.json"), metadata=metadata)
+    try:
+        loaded.preprocessing  # a spec this version cannot reproduce fails here, at load, naming the file
+    except (PreprocessingError, KeyError, TypeError, ValueError) as err:
+        raise ArtifactError(f"{path / 'metadata.json'}: {err}") from None
+    return loaded

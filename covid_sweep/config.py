@@ -6,15 +6,13 @@ or store this same object.
 
 from __future__ import annotations
 
-from covid_sweep.errors import UserError
-
-import json
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from covid_sweep.models import BACKBONES
+from covid_sweep.backbones import BACKBONE_NAMES
+from covid_sweep.errors import UserError
 
 # Early-stop / sweep metrics: name -> goal. Loss goes down, everything else goes up.
 METRIC_GOALS: dict[str, Literal["minimize", "maximize"]] = {
@@ -24,10 +22,7 @@ METRIC_GOALS: dict[str, Literal["minimize", "maximize"]] = {
     "val_f1": "maximize",
 }
 
-AUGMENT_TOGGLES = ("blur", "clahe", "cutout", "rotate", "sepia", "hflip",
-                   "random_resized_crop", "brightness_contrast", "gamma")
-
-BackboneName = Literal[tuple(BACKBONES)]  # type: ignore[valid-type]
+BackboneName = Literal[BACKBONE_NAMES]  # type: ignore[valid-type]
 
 
 class ConfigError(UserError, ValueError):
@@ -87,10 +82,6 @@ class TrialConfig(BaseModel):
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)
-
-    @classmethod
-    def from_json(cls, text: str) -> "TrialConfig":
-        return build_config(json.loads(text))
 
 
 def format_validation_error(err: ValidationError, source: str = "TrialConfig") -> str:

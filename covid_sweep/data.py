@@ -6,18 +6,18 @@ DATA/sample_submission.csv (file_name,COVID).
 
 from __future__ import annotations
 
-from covid_sweep.errors import UserError
-from covid_sweep.files import write_file_atomically
-
 import csv
 import hashlib
 import io
-import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import cv2
 import numpy as np
+
+from covid_sweep.errors import UserError
+from covid_sweep.files import write_file_atomically
+from covid_sweep.paths import cache_root
 
 LABEL_COLUMN = "COVID"
 ID_COLUMN = "file_name"
@@ -185,10 +185,6 @@ def fingerprint(split: Split) -> str:
         digest.update(name.encode() + b"\0")
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()[:16]
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("COVID_SWEEP_CACHE", Path.home() / ".cache" / "covid-sweep"))
 
 
 def decode_resized(split: Split, size: int) -> np.ndarray:

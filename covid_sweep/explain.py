@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from covid_sweep.artifact import LoadedArtifact
-from covid_sweep.augment import to_model_input
 from covid_sweep.data import CLASS_NAMES, Split, decode_resized
+from covid_sweep.inference import predict_probs
 from covid_sweep.models import Ensemble
-from covid_sweep.train import predict_probs
+from covid_sweep.preprocessing import Preprocessing, to_model_input
 
 
 @dataclass
@@ -33,14 +33,14 @@ def _last_conv(model: nn.Module) -> nn.Conv2d:
     return convs[-1]
 
 
-def grad_cam(model: nn.Module, images_uint8: np.ndarray) -> np.ndarray:
+def grad_cam(model: nn.Module, images_uint8: np.ndarray, preprocessing: Preprocessing | None = None) -> np.ndarray:
     """(N, H, W) heat maps in [0, 1] for the COVID class; an ensemble's maps are averaged over members."""
     members = list(model.members) if isinstance(model, Ensemble) else [model]
-    maps = np.mean([_grad_cam_one(m.eval(), images_uint8) for m in members], axis=0)
+    maps = np.mean([_grad_cam_one(m.eval(), images_uint8, preprocessing) for m in members], axis=0)
     return maps
 
 
-def _grad_cam_one(model: nn.Module, images_uint8: np.ndarray) -> np.ndarray:
+def _grad_cam_one(model: nn.Module, images_uint8: np.ndarray, preprocessing: Preprocessing | None) -> np.ndarray:
     layer = _last_conv(model)
     saved: dict[str, torch.Tensor] = {}
 
@@ -51,7 +51,8 @@ def _grad_cam_one(model: nn.Module, images_uint8: np.ndarray) -> np.ndarray:
     handle = layer.register_forward_hook(keep)
     try:
         device = next(model.parameters()).device
-        x = to_model_input(torch.from_numpy(np.ascontiguousarray(images_uint8)).to(device)).requires_grad_(True)
+        norm = (preprocessing.mean, preprocessing.std) if preprocessing else ()
+        x = to_model_input(torch.from_numpy(np.ascontiguousarray(images_uint8)).to(device), *norm).requires_grad_(True)
         logits = model(x)
         model.zero_grad(set_to_none=True)
         logits[:, 1].sum().backward()
@@ -81,17 +82,18 @@ def most_confident(probs: np.ndarray, labels: np.ndarray, threshold: float, n: i
 
 
 def explain(artifact: LoadedArtifact, split: Split, labels: np.ndarray, out: Path, n: int = 4) -> list[Explained]:
-    size = artifact.config.input_size
-    images = decode_resized(split, size)
+    preprocessing = artifact.preprocessing
+    images = decode_resized(split, preprocessing.input_size)
     device = next(artifact.model.parameters()).device
-    probs = predict_probs(artifact.model, images, artifact.config.batch_size, device)
+    probs = predict_probs(artifact.model, images, artifact.config.batch_size, device, preprocessing.mean, preprocessing.std)
     chosen = most_confident(probs, labels, artifact.threshold, n)
     out.mkdir(parents=True, exist_ok=True)
-    cams = grad_cam(artifact.model, images[chosen]) if chosen else []
+    cams = grad_cam(artifact.model, images[chosen], preprocessing) if chosen else []
     written = []
     for index, cam in zip(chosen, cams):
         correct = int(probs[index] >= artifact.threshold) == labels[index]
-        name = f"{'right' if correct else 'wrong'}-{CLASS_NAMES[labels[index]]}-p{probs[index]:.2f}-{Path(split.ids[index]).stem}.png"
+        verdict = "right" if correct else "wrong"
+        name = f"{verdict}-{CLASS_NAMES[labels[index]]}-p{probs[index]:.2f}-{Path(split.ids[index]).stem}.png"
         path = out / name
         cv2.imwrite(str(path), cv2.cvtColor(np.hstack([images[index], overlay(images[index], cam)]), cv2.COLOR_RGB2BGR))
         written.append(Explained(split.ids[index], int(labels[index]), float(probs[index]), bool(correct), path))

@@ -1,7 +1,7 @@
 """The exported model (safetensors + TorchScript) and its model card, and the export folder they live in.
 
 The TorchScript file holds the whole prediction: uint8 RGB images (N, H, W, 3) at the model's input
-size -> normalisation (as `augment.to_model_input`) -> backbone -> softmax -> P(COVID) (N,). It loads
+size -> normalisation (as `preprocessing.to_model_input`) -> backbone -> softmax -> P(COVID) (N,). It loads
 with plain `torch.jit.load`, without covid_sweep or torchvision.
 """
 
@@ -24,14 +24,13 @@ from torch import nn
 
 from covid_sweep import __version__
 from covid_sweep.artifact import FILES, MANIFEST, LoadedArtifact
-from covid_sweep.augment import MEAN, STD
-from covid_sweep.data import load_split
+from covid_sweep.data import labels_for, load_split
 from covid_sweep.errors import UserError
-from covid_sweep.data import labels_for
 from covid_sweep.estimate import EstimateVsTest, card_section, estimate_vs_test
 from covid_sweep.explain import explain
-from covid_sweep.predict import Prediction, predict_images, predict_split, sample_ids
 from covid_sweep.files import disk_errors, ensure_free_space, install_entries, publish_dir, staged_dir
+from covid_sweep.predict import Prediction, predict_images, predict_split, sample_ids
+from covid_sweep.preprocessing import Preprocessing
 from covid_sweep.submission import probabilities_text, submission_text
 
 TORCHSCRIPT = "model.torchscript.pt"
@@ -46,16 +45,16 @@ class ExportError(UserError, RuntimeError):
 class ProbabilityModel(nn.Module):
     """uint8 (N, H, W, 3) RGB at the input size -> P(COVID) (N,).
 
-    The normalisation is `augment.to_model_input`'s, with mean/std as buffers so that `.to("cuda")`
+    The normalisation is `preprocessing.to_model_input`'s, with mean/std as buffers so that `.to("cuda")`
     on the loaded TorchScript module moves them too. `export_torchscript` checks that the traced model
-    gives the same probabilities as `train.predict_probs` (which calls to_model_input itself).
+    gives the same probabilities as `inference.predict_probs` (which calls to_model_input itself).
     """
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, preprocessing: Preprocessing):
         super().__init__()
         self.model = model
-        self.register_buffer("mean", torch.tensor(MEAN, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(STD, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("mean", torch.tensor(preprocessing.mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(preprocessing.std, dtype=torch.float32).view(1, 3, 1, 1))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.permute(0, 3, 1, 2).float().div(255.0)
@@ -65,9 +64,10 @@ class ProbabilityModel(nn.Module):
 
 def export_torchscript(artifact: LoadedArtifact, target: Path) -> Path:
     """Trace the eval-mode model (on the CPU) into `target` and check it against the eager prediction."""
-    size = artifact.config.input_size
+    preprocessing = artifact.preprocessing
+    size = preprocessing.input_size
     model = copy.deepcopy(artifact.model).cpu().eval()
-    wrapper = ProbabilityModel(model).eval()
+    wrapper = ProbabilityModel(model, preprocessing).eval()
     rng = np.random.default_rng(0)
     example = torch.from_numpy(rng.integers(0, 256, (2, size, size, 3), dtype=np.uint8))
     with torch.no_grad(), warnings.catch_warnings():
@@ -77,7 +77,7 @@ def export_torchscript(artifact: LoadedArtifact, target: Path) -> Path:
     check = rng.integers(0, 256, (3, size, size, 3), dtype=np.uint8)
     with torch.no_grad():
         got = traced(torch.from_numpy(check)).numpy()
-    want = predict_images(model, check, batch_size=3, device=torch.device("cpu"))
+    want = predict_images(model, check, batch_size=3, device=torch.device("cpu"), preprocessing=preprocessing)
     if got.shape != want.shape or not np.allclose(got, want, atol=PARITY_ATOL):
         raise ExportError(f"TorchScript export of {artifact.config.backbone} disagrees with the eager model "
                           f"(max |diff| {np.abs(got - want).max() if got.shape == want.shape else 'shape'})")
@@ -152,7 +152,7 @@ class Provenance:
 
 
 def loading_code(artifact: LoadedArtifact) -> str:
-    return LOADING_CODE.format(torchscript=TORCHSCRIPT, size=artifact.config.input_size, threshold=artifact.threshold)
+    return LOADING_CODE.format(torchscript=TORCHSCRIPT, size=artifact.preprocessing.input_size, threshold=artifact.threshold)
 
 
 def validation_summary(metadata: dict) -> str:
@@ -186,6 +186,8 @@ def _gradcam_section(explained: Sequence) -> list[str]:
 def model_card(artifact: LoadedArtifact, provenance: Provenance, prediction: Prediction,
                explained: Sequence = (), estimate: EstimateVsTest | None = None) -> str:
     config, metrics, metadata = artifact.config, artifact.metrics, artifact.metadata
+    prep = artifact.preprocessing  # as recorded with the model
+    size = prep.input_size
     best = metrics.get("best", {})
     val_rows = [(k, v) for k, v in best.items() if k.startswith("val_")]
     val_rows += [(k, v) for k, v in metrics.items() if k.endswith("_at_threshold")]
@@ -237,8 +239,8 @@ def model_card(artifact: LoadedArtifact, provenance: Provenance, prediction: Pre
         "## Preprocessing",
         "",
         f"Decode to RGB uint8 (gray and RGBA converted, 16-bit rescaled min-max), resize to "
-        f"{config.input_size}x{config.input_size} with `cv2.INTER_AREA`, stack as uint8 (N, H, W, 3). Scaling to "
-        f"[0, 1] and ImageNet mean/std normalisation happen inside the exported model.",
+        f"{size}x{size} with `cv2.INTER_AREA`, stack as uint8 (N, H, W, 3). Scaling to "
+        f"[0, 1] and normalisation (mean {list(prep.mean)}, std {list(prep.std)}) happen inside the exported model.",
         "",
         "## Files",
         "",

@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from covid_sweep.errors import UserError
 from covid_sweep.files import publish_dir, staged_dir, write_text_atomically
+from covid_sweep.paths import cache_root
 
 try:
     import fcntl
@@ -46,7 +47,6 @@ DATASETS = {UCSD: "UCSD COVID-CT (Yang et al. 2020): 746 chest-CT slices from pa
 REPO_URL = "https://github.com/UCSD-AI4H/COVID-CT"
 DEFAULT_BASE_URL = "https://raw.githubusercontent.com/UCSD-AI4H/COVID-CT/master"
 BASE_URL_ENV = "COVID_SWEEP_UCSD_BASE_URL"
-CACHE_ENV = "COVID_SWEEP_CACHE"
 
 # (folder inside Images-processed and name of its zip, Data-split folder, label)
 CLASSES = (("CT_COVID", "COVID", 1), ("CT_NonCOVID", "NonCOVID", 0))
@@ -105,11 +105,6 @@ class Item:
 
 def _say(message: str) -> None:
     tqdm.write(message, file=sys.stderr)  # keeps a running progress bar intact
-
-
-def cache_root() -> Path:
-    # same rule as covid_sweep.data.cache_root, kept here so fetching does not import the training stack
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "covid-sweep").expanduser()
 
 
 @contextlib.contextmanager

@@ -13,8 +13,15 @@ from pathlib import Path
 import numpy as np
 
 from covid_sweep.data import Split, fingerprint, labels_for
-from covid_sweep.groups import (GROUPS_CSV, NEAR_DUPLICATE_R, Groups, near_duplicate_pairs, read_groups_csv,
-                                split_thumbnails, train_groups)
+from covid_sweep.groups import (
+    GROUPS_CSV,
+    NEAR_DUPLICATE_R,
+    Groups,
+    near_duplicate_pairs,
+    read_groups_csv,
+    split_thumbnails,
+    train_groups,
+)
 
 WORST = 5  # pairs listed by name
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from covid_sweep.errors import UserError
-
 import socket
 import urllib.error
 from typing import Callable, Iterable
@@ -11,6 +9,8 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 from torchvision import models as tvm
+
+from covid_sweep.errors import UserError
 
 NUM_CLASSES = 2
 
@@ -36,7 +36,7 @@ def _head_classifier_linear(model: nn.Module) -> None:
     model.classifier = nn.Linear(model.classifier.in_features, NUM_CLASSES)
 
 
-# name -> how to put a 2-class head on it. Names are torchvision's, so get_model/get_model_weights work.
+# name -> how to put a 2-class head on it, for every name of backbones.BACKBONE_NAMES
 BACKBONES: dict[str, Callable[[nn.Module], None]] = {
     "vgg11_bn": _head_classifier_seq,
     "vgg16": _head_classifier_seq,

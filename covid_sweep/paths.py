@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 HOME_ENV = "COVID_SWEEP_HOME"
+CACHE_ENV = "COVID_SWEEP_CACHE"
 
 
 def home(explicit: str | Path | None = None) -> Path:
@@ -19,3 +20,10 @@ def store_path(root: Path) -> Path:
 
 def trial_artifact_dir(root: Path, sweep_id: str, trial_name: str) -> Path:
     return root / "artifacts" / sweep_id / trial_name
+
+
+def cache_root() -> Path:
+    """$COVID_SWEEP_CACHE (an empty value counts as unset; ~ expanded), else ~/.cache/covid-sweep.
+
+    Decoded images and fetched data sets both live under it."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "covid-sweep").expanduser()

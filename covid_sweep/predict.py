@@ -22,9 +22,9 @@ from covid_sweep.artifact import LoadedArtifact, load_artifact
 from covid_sweep.data import decode_resized, load_split, read_label_csv
 from covid_sweep.errors import UserError
 from covid_sweep.files import ExistsError, write_files_atomically
-from covid_sweep.submission import (SubmissionError, probabilities_text, refuse_existing,
-                                    submission_text)
-from covid_sweep.train import pick_device, predict_probs
+from covid_sweep.inference import pick_device, predict_probs
+from covid_sweep.preprocessing import Preprocessing
+from covid_sweep.submission import SubmissionError, probabilities_text, refuse_existing, submission_text
 
 ZOOM = 1.1
 
@@ -76,12 +76,14 @@ def check_views(views: Sequence[str]) -> tuple[str, ...]:
 
 
 def predict_images(model: torch.nn.Module, images: np.ndarray, batch_size: int, device: torch.device,
-                   views: Sequence[str] = NO_TTA) -> np.ndarray:
-    """Mean P(COVID) over `views` for uint8 images (N, H, W, 3) already at the model's input size."""
+                   views: Sequence[str] = NO_TTA, preprocessing: Preprocessing | None = None) -> np.ndarray:
+    """Mean P(COVID) over `views` for uint8 images (N, H, W, 3) already at the model's input size,
+    normalised as `preprocessing` (an artifact's recorded one) says; default: what training does."""
     check_views(views)
+    norm = {"mean": preprocessing.mean, "std": preprocessing.std} if preprocessing else {}
     total = np.zeros(len(images), dtype=np.float64)
     for view in views:
-        total += predict_probs(model, np.ascontiguousarray(VIEWS[view](images)), batch_size, device)
+        total += predict_probs(model, np.ascontiguousarray(VIEWS[view](images)), batch_size, device, **norm)
     return (total / len(views)).astype(np.float32)
 
 
@@ -89,9 +91,10 @@ def predict_split(artifact: LoadedArtifact, data_dir: Path, split: str = "test",
                   device: torch.device | None = None, batch_size: int | None = None) -> Prediction:
     """P(COVID) for every image of a split (test: the ids of sample_submission.csv, in its order)."""
     data = load_split(Path(data_dir), split)
-    images = decode_resized(data, artifact.config.input_size)
+    preprocessing = artifact.preprocessing
+    images = decode_resized(data, preprocessing.input_size)
     device = device or next(artifact.model.parameters()).device
-    probs = predict_images(artifact.model, images, batch_size or artifact.config.batch_size, device, views)
+    probs = predict_images(artifact.model, images, batch_size or artifact.config.batch_size, device, views, preprocessing)
     return Prediction(ids=data.ids, probs=probs, threshold=artifact.threshold, views=tuple(views))
 
 

@@ -17,8 +17,10 @@ from covid_sweep import paths, wandb_api
 from covid_sweep.artifact import load_artifact
 from covid_sweep.errors import UserError
 from covid_sweep.export import ExportResult, Provenance, check_out_dir, export_bundle
+from covid_sweep.goals import rank_key
+from covid_sweep.inference import pick_device
 from covid_sweep.predict import NO_TTA, check_views
-from covid_sweep.train import pick_device
+from covid_sweep.states import TrialState
 from covid_sweep.sweep.store import Store, Sweep, Trial
 
 BEST = "best"
@@ -41,12 +43,11 @@ def best_finished_trial(store: Store, sweep: Sweep) -> Trial:
     if not sweep.metric:
         raise PromotionError(f"sweep {sweep.id}: has no metric; cannot tell the best trial")
     trials = store.trials(sweep.id)
-    finished = [t for t in trials if t.state == "finished" and t.best is not None]
+    finished = [t for t in trials if t.state == TrialState.FINISHED and t.best is not None]
     if not finished:
         states = ", ".join(f"{n} {s}" for s, n in sorted(Counter(t.state for t in trials).items())) or "no trials"
         raise PromotionError(f"sweep {sweep.id}: no finished trial with a {sweep.metric} value to promote ({states})")
-    sign = -1 if sweep.goal == "maximize" else 1
-    best = min(finished, key=lambda t: (sign * t.best, t.id))
+    best = min(finished, key=lambda t: (rank_key(t.best, sweep.goal), t.id))
     if not best.artifact or not Path(best.artifact).is_dir():
         raise PromotionError(f"sweep {sweep.id}: best finished trial {best.name} has no model artifact "
                              f"(expected at {best.artifact or 'an unrecorded path'})")

@@ -16,9 +16,9 @@ from typing import Sequence
 import numpy as np
 from sklearn.metrics import confusion_matrix, roc_auc_score
 
+from covid_sweep import files
 from covid_sweep.data import ID_COLUMN, LABEL_COLUMN, read_label_csv
 from covid_sweep.errors import UserError
-from covid_sweep import files
 from covid_sweep.metrics import binary_metrics
 
 PROB_COLUMN = "prob"

@@ -7,12 +7,12 @@ import netrc
 import os
 import warnings
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Mapping
 from urllib.parse import urlparse
 
 import numpy as np
 
-from covid_sweep.data import CLASS_NAMES
+from covid_sweep.wandb_api import TRIAL_STATE_KEY
 
 Mode = Literal["online", "offline", "disabled"]
 DEFAULT_PROJECT = "covid-sweep"
@@ -45,6 +45,24 @@ def resolve_mode(explicit: str | None = None) -> Mode:
     if mode:
         raise ValueError(f"W&B mode {mode!r}: expected online, offline or disabled")
     return "online" if api_key_configured() else "offline"
+
+
+def agent_sweep_id(default: str = "runs") -> str:
+    """The sweep id `wandb agent` gives its trial processes (WANDB_SWEEP_ID), else `default`."""
+    return os.environ.get("WANDB_SWEEP_ID", default)
+
+
+def embedded_trial_mode() -> str:
+    """Embedded trials log offline unless the controller's environment says otherwise."""
+    return os.environ.get("WANDB_MODE", "offline")
+
+
+def trial_process_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment of an embedded trial process: the controller's, without its wandb service
+    (a child must start its own) and offline unless WANDB_MODE says otherwise."""
+    env = {k: v for k, v in environ.items() if k != "WANDB_SERVICE"}
+    env.setdefault("WANDB_MODE", "offline")
+    return env
 
 
 def _scalar(value):
@@ -81,8 +99,12 @@ class Tracker:
         return {k: v for k, v in dict(self.run.config).items() if not k.startswith("_")}
 
     @property
-    def run_dir(self) -> str | None:
-        return getattr(self.run, "dir", None)
+    def run_id(self) -> str:
+        return self.run.id
+
+    def record_trial_state(self, state: str) -> None:
+        """Summary key wandb_api reads: a hyperband-stopped trial also exits 0, so W&B alone says "finished"."""
+        self.run.summary[TRIAL_STATE_KEY] = str(state)
 
     def record_config(self, config: dict) -> None:
         # under a sweep the suggested keys are locked; this only adds the defaults the sweep didn't set
@@ -107,6 +129,9 @@ class Tracker:
     def log_evaluation(self, y_true: np.ndarray, probs: np.ndarray, threshold: float) -> None:
         if np.isnan(probs).any():
             return
+        # imported here: the controller imports this module for its env rules, without cv2 and sklearn
+        from covid_sweep.data import CLASS_NAMES
+
         wandb = _wandb()
         y_true = [int(v) for v in y_true]
         preds = [int(p >= threshold) for p in probs]

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from covid_sweep.errors import UserError
-
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -19,7 +17,11 @@ from tqdm.auto import tqdm
 
 from covid_sweep import augment
 from covid_sweep.config import TrialConfig
+from covid_sweep.errors import UserError
+from covid_sweep.goals import improves
+from covid_sweep.inference import bf16_autocast, pick_device, predict_probs
 from covid_sweep.metrics import binary_metrics
+from covid_sweep.preprocessing import to_model_input
 
 
 class TrainingError(UserError, RuntimeError):
@@ -42,7 +44,6 @@ class FitResult:
     val_labels: np.ndarray
     val_probs: np.ndarray
     stopped: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 class AugmentedImages(Dataset):
@@ -58,15 +59,6 @@ class AugmentedImages(Dataset):
         image = augment.apply(self.transform, self.images[i])
         # an op-free pipeline hands back the (read-only, memory-mapped) cache row itself
         return torch.from_numpy(np.require(image, requirements=["W", "C"])), int(self.labels[i])
-
-
-def pick_device(name: str | torch.device | None = "auto") -> torch.device:
-    """auto (or None) -> cuda when available, else cpu; an explicit cuda without CUDA is an error."""
-    if name is None or str(name) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(name).startswith("cuda") and not torch.cuda.is_available():
-        raise TrainingError(f"device={name} was asked for but CUDA is not available")
-    return torch.device(name)
 
 
 def train_loader(config: TrialConfig, images: np.ndarray, labels: np.ndarray, device: torch.device) -> DataLoader:
@@ -119,40 +111,6 @@ def _mixer(config: TrialConfig):
     return v2.RandomApply([v2.RandomChoice([v2.MixUp(num_classes=2), v2.CutMix(num_classes=2)])], p=config.mixup)
 
 
-def native_bf16(device: torch.device) -> bool:
-    """Whether bf16 matmuls/convs run in hardware on this device.
-
-    Without it (a CPU lacking AVX512-BF16/AMX) autocast emulates bf16 and is slower than fp32.
-    """
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        try:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            return False
-    return False
-
-
-def bf16_autocast(device: torch.device, enabled: bool = True):
-    # bf16 keeps fp32's exponent range, so unlike fp16 it needs no loss scaling
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled and native_bf16(device))
-
-
-@torch.no_grad()
-def predict_probs(model: nn.Module, images: np.ndarray, batch_size: int, device: torch.device) -> np.ndarray:
-    """P(COVID) for uint8 images (N, H, W, 3) already at the model's input size, in fp32 on every device:
-    validation, predict and the exported TorchScript model all give the same numbers."""
-    model.eval()
-    out = []
-    for start in range(0, len(images), batch_size):
-        # np.require copies only a read-only (memory-mapped) slice, which torch will not wrap
-        batch = torch.from_numpy(np.require(images[start:start + batch_size], requirements=["W", "C"])).to(device)
-        logits = model(augment.to_model_input(batch))
-        out.append(torch.softmax(logits.float(), dim=1)[:, 1].cpu())
-    return torch.cat(out).numpy()
-
-
 def _evaluate(model, images, labels, config, device) -> tuple[dict, np.ndarray]:
     # fp32 even when training in bf16: the threshold is chosen on the very numbers that predict and
     # the exported model will give
@@ -162,14 +120,6 @@ def _evaluate(model, images, labels, config, device) -> tuple[dict, np.ndarray]:
     val_loss = float(nn.functional.binary_cross_entropy(p.double(), y.double()))
     metrics = {f"val_{k}": v for k, v in binary_metrics(labels, probs).items()}
     return {"val_loss": val_loss, **metrics}, probs
-
-
-def _improved(value: float, best: float | None, goal: str) -> bool:
-    if value is None or math.isnan(value):
-        return False
-    if best is None:
-        return True
-    return value < best if goal == "minimize" else value > best
 
 
 class FoldRun:
@@ -257,7 +207,7 @@ def fit_folds(
                       "epoch_time": time.perf_counter() - started}
             history.append(record)
             value = record[config.monitor]
-            if _improved(value, best, config.monitor_goal):
+            if improves(value, best, config.monitor_goal):
                 best, best_epoch, bad_epochs = value, epoch, 0
                 for fold in folds:
                     fold.keep_best()
@@ -294,7 +244,7 @@ def _train_one_epoch(model, ema, loader, optimizer, scheduler, loss_fn, mixer, c
     for images, labels in loader:
         if should_stop():
             raise StopRequested()
-        x = augment.to_model_input(images.to(device, non_blocking=True))
+        x = to_model_input(images.to(device, non_blocking=True))
         y = labels.to(device, non_blocking=True)
         if mixer is not None:
             x, y = mixer(x, y)

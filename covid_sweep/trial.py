@@ -9,14 +9,15 @@ from typing import Callable
 
 import numpy as np
 
-from covid_sweep import augment
 from covid_sweep.artifact import write_artifact
 from covid_sweep.config import ConfigError, TrialConfig
 from covid_sweep.data import cached_images, fingerprint, load_split
 from covid_sweep.groups import Groups, train_groups
 from covid_sweep.metrics import binary_metrics, choose_threshold
 from covid_sweep.models import build_model
+from covid_sweep.preprocessing import preprocessing_spec
 from covid_sweep.splits import split_kind, trial_splits
+from covid_sweep.states import TrialState
 from covid_sweep.tracking import Tracker
 from covid_sweep.train import fit_folds
 
@@ -25,7 +26,7 @@ DATA_ENV = "COVID_SWEEP_DATA"
 
 @dataclass
 class TrialResult:
-    state: str  # "finished" or "stopped"
+    state: TrialState  # FINISHED or STOPPED
     artifact: Path | None
     best: dict
     best_epoch: int
@@ -73,7 +74,7 @@ def run_trial(
             on_epoch(record)
 
     result = fit_folds(config, models, splits, on_epoch=epoch_done, should_stop=should_stop, progress=progress)
-    state = "stopped" if result.stopped else "finished"
+    state = TrialState.STOPPED if result.stopped else TrialState.FINISHED
     if not result.history:
         return TrialResult(state=state, artifact=None, best={}, best_epoch=0, epochs_run=0, threshold=0.5)
 
@@ -82,7 +83,7 @@ def run_trial(
                     if k != "auc"}  # AUC does not depend on the cut
     metrics = {"monitor": config.monitor, "goal": config.monitor_goal, "best_epoch": result.best_epoch,
                "best": result.best, "threshold": threshold, **at_threshold, "state": state, "history": result.history}
-    metadata = {"trial": trial_name, "preprocessing": augment.preprocessing_spec(config.input_size),
+    metadata = {"trial": trial_name, "preprocessing": preprocessing_spec(config.input_size),
                 "data_fingerprint": data_fingerprint, "data_dir": str(data_dir),
                 "validation": validation_record(config, groups, index_pairs, train.ids)}
     path = write_artifact(Path(artifact_dir), result.best_state, config, metrics, metadata)

@@ -17,8 +17,8 @@ import torch
 
 from covid_sweep.artifact import LoadedArtifact
 from covid_sweep.data import Split, cached_images, fingerprint, load_split
-from covid_sweep.groups import Groups
 from covid_sweep.errors import UserError
+from covid_sweep.groups import Groups
 from covid_sweep.metrics import binary_metrics
 from covid_sweep.models import Ensemble
 from covid_sweep.predict import check_views, predict_images
@@ -41,14 +41,13 @@ class ViewScore:
 
 def validation_images(artifact: LoadedArtifact, data_dir: Path) -> list[tuple[torch.nn.Module, np.ndarray, np.ndarray]]:
     """(model, val images, val labels) per fold: the model is the one that never saw those images."""
-    config = artifact.config
     train = load_split(Path(data_dir), "train")
     key = fingerprint(train)
     expected = artifact.metadata.get("data_fingerprint")
     if expected and key != expected:
         raise UserError(f"{data_dir}: train/ is not the data {artifact.path} was trained on (fingerprint {key[:12]}, "
                         f"artifact {expected[:12]}); its validation images cannot be rebuilt")
-    images = cached_images(train, config.input_size, key=key)
+    images = cached_images(train, artifact.preprocessing.input_size, key=key)
     labels = np.asarray(train.labels)
     folds = recorded_val_indices(artifact, train)
     members = list(artifact.model.members) if isinstance(artifact.model, Ensemble) else [artifact.model]
@@ -82,7 +81,8 @@ def score_view_sets(artifact: LoadedArtifact, data_dir: Path,
     device = next(artifact.model.parameters()).device
     scores = []
     for views in view_sets:
-        probs = np.concatenate([predict_images(model, images, artifact.config.batch_size, device, views)
+        probs = np.concatenate([predict_images(model, images, artifact.config.batch_size, device, views,
+                                               artifact.preprocessing)
                                 for model, images, _ in folds])
         scores.append(ViewScore(views, binary_metrics(labels, probs, artifact.threshold), len(labels)))
     return scores

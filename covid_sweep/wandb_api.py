@@ -20,10 +20,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from covid_sweep.errors import UserError
+from covid_sweep.goals import rank_key
+from covid_sweep.states import TrialState
 
 BEST = "best"
 REGISTRY_PREFIX = "wandb-registry-model/"
-# the agent entrypoint writes this summary key: a hyperband-stopped trial still exits 0 ("finished" on W&B)
+# the agent entrypoint writes this summary key (Tracker.record_trial_state): a hyperband-stopped trial
+# still exits 0 ("finished" on W&B)
 TRIAL_STATE_KEY = "trial_state"
 
 
@@ -133,7 +136,7 @@ def run_info(run, metric: str | None, goal: str) -> RunInfo:
 
 def promotable(run: RunInfo) -> bool:
     """Finished on W&B, not stopped by hyperband (the agent exits 0 then too), and scored."""
-    return run.state == "finished" and run.trial_state in (None, "finished") and run.value is not None
+    return run.state == "finished" and run.trial_state in (None, TrialState.FINISHED) and run.value is not None
 
 
 def best_finished_run(api, sweep_path: str) -> RunInfo:
@@ -154,8 +157,7 @@ def best_finished_run(api, sweep_path: str) -> RunInfo:
     if not finished:
         states = ", ".join(f"{r.id}: {r.state}{f'/{r.trial_state}' if r.trial_state else ''}" for r in runs) or "no runs"
         raise WandbError(f"W&B sweep {sweep_path}: no finished run with a {metric} value to promote ({states})")
-    sign = -1 if goal == "maximize" else 1
-    return min(finished, key=lambda r: sign * r.value)  # first listed wins a tie
+    return min(finished, key=lambda r: rank_key(r.value, goal))  # first listed wins a tie
 
 
 def model_artifact(api, run_path: str) -> ArtifactInfo:

@@ -4,24 +4,19 @@ Params: quality (metric level), epochs, crash_at (epoch at which the process die
 The metric climbs towards `quality`, so a low-quality trial lags the others at every epoch.
 """
 
-import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
+from covid_sweep.sweep import protocol
 from covid_sweep.sweep.child import TrialProcess
 from covid_sweep.sweep.store import Store
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--store", type=Path)
-    parser.add_argument("--trial", type=int)
-    parser.add_argument("--home", type=Path)
-    args = parser.parse_args(argv)
-    store = Store(args.store)
-    trial = store.trial(args.trial)
+    embedded = protocol.parse(sys.argv[1:] if argv is None else argv).embedded
+    store = Store(embedded.store)
+    trial = store.trial(embedded.trial_id)
     process = TrialProcess(store, trial, store.sweep(trial.sweep_id))
     process.start()
     params = trial.params

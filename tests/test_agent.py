@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import yaml
@@ -55,13 +56,17 @@ def test_sigterm_stops_the_trial_cleanly_within_seconds(tiny_data, tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "covid_sweep.agent", *as_args(params)],
                                env=agent_env(tmp_path, tiny_data, params), stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
-    # wait until training is under way: the offline run exists and a few epochs have had time
-    deadline = time.time() + 120
-    while not list((tmp_path / "home" / "wandb").glob("offline-run-*")) and time.time() < deadline:
+    # wait until the first epoch is scored (its progress bar shows 1/500), however slow the machine is today
+    chunks: list[str] = []
+    reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: process.stdout.read(1), "")), daemon=True)
+    reader.start()
+    deadline = time.time() + 300
+    while "1/500" not in "".join(chunks) and process.poll() is None and time.time() < deadline:
         time.sleep(0.2)
-    time.sleep(4)
     process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=60)  # ends within the batch it was in, not after 500 epochs
+    process.wait(timeout=60)  # ends within the batch it was in, not after 500 epochs
+    reader.join(timeout=10)
+    output = "".join(chunks)
     assert process.returncode == 0, output[-3000:]
     assert "run0001 stopped" in output
     artifact = tmp_path / "home" / "artifacts" / "sw1234" / "run0001"

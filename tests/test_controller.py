@@ -1,6 +1,5 @@
 """The embedded controller with cheap fake trials: real subprocesses, real store, real W&B engine."""
 
-import os
 import signal
 import socket
 import subprocess
@@ -8,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import fake_trial
 import pytest
 from click.testing import CliRunner
 
@@ -18,7 +18,7 @@ from covid_sweep.sweep.store import Store
 
 HERE = Path(__file__).parent
 # fake_trial is importable because pytest puts tests/ on sys.path, which the forkserver inherits
-FAKE_LAUNCHER = ForkLauncher("fake_trial:main", preload=("covid_sweep.sweep.child",))
+FAKE_LAUNCHER = ForkLauncher(fake_trial.main, preload=("covid_sweep.sweep.child",))
 METRIC = {"name": "val_auc", "goal": "maximize"}
 
 
@@ -190,10 +190,38 @@ def test_seeded_sweep_suggestions_are_reproducible_across_processes(tmp_path):
               "parameters": {"backbone": {"values": ["a", "b", "c", "d", "e", "f"]},
                                                  "lr": {"min": 0.0, "max": 1.0}}}
     code = ("import json, sys; from covid_sweep.sweep.store import Store; from covid_sweep.sweep import engine; "
-            "s = Store(sys.argv[1]); w = s.sweep('sw'); print(json.dumps(engine.suggest(s, w, [])))")
+            "s = Store(sys.argv[1]); w = s.sweep('sw'); print(json.dumps(engine.suggest(w, [])))")
     store = Store(tmp_path / "s.db")
     store.create_sweep("sw", "n", "t.yaml", config, None, seed=11)
     fresh = subprocess.run([sys.executable, "-c", code, str(tmp_path / "s.db")], capture_output=True, text=True,
                            timeout=120)
     assert fresh.returncode == 0, fresh.stderr
-    assert json.loads(fresh.stdout) == engine.suggest(store, store.sweep("sw"), [])
+    assert json.loads(fresh.stdout) == engine.suggest(store.sweep("sw"), [])
+
+
+def test_the_trial_argv_the_controller_builds_is_what_the_agent_parses(tmp_path):
+    from covid_sweep.sweep import protocol
+
+    argv = protocol.embedded_argv(tmp_path / "sweeps.db", 12, tmp_path / "home")
+    invocation = protocol.parse(argv)
+    assert invocation.embedded == protocol.EmbeddedTrial(tmp_path / "sweeps.db", 12)
+    assert invocation.home == tmp_path / "home" and invocation.rest == []
+    # under `wandb agent` the sweep parameters pass through untouched
+    agent = protocol.parse(["--lr=0.1", "--hflip=False"])
+    assert agent.embedded is None and agent.rest == ["--lr=0.1", "--hflip=False"]
+
+
+def test_trial_processes_start_their_own_wandb_service_offline_by_default():
+    from covid_sweep.tracking import trial_process_env
+
+    env = trial_process_env({"WANDB_SERVICE": "2-123-tcp-localhost-4567", "PATH": "/bin"})
+    assert env == {"PATH": "/bin", "WANDB_MODE": "offline"}
+    assert trial_process_env({"WANDB_MODE": "disabled"})["WANDB_MODE"] == "disabled"
+
+
+def test_mark_running_never_revives_an_ended_trial(store):
+    sweep = new_sweep(store, {"method": "random", "parameters": {}}, "t.yaml", None, seed=0)
+    trial = store.add_trial(sweep.id, "t-001", {}, owner="host:1")
+    store.end_trial(trial.id, "interrupted", error="controller died")
+    store.mark_running(trial.id, pid=123)
+    assert store.trial(trial.id).state == "interrupted" and store.trial(trial.id).pid is None

@@ -45,6 +45,8 @@ def test_export_skips_overlays_without_test_labels(tiny_config_values, tiny_data
 
     artifact = load_artifact(run_trial(build_config(tiny_config_values), tmp_path / "m", progress=False).artifact)
     (tiny_data / "test_labels.csv").unlink()
-    assert _explain_if_labelled(artifact, tiny_data, tmp_path / "cams") == []
-    assert not (tmp_path / "cams").exists()
-    assert "No overlays" in "\n".join(_gradcam_section([]))
+    explained = _explain_if_labelled(artifact, tiny_data, tmp_path / "cams")
+    assert explained == [] and not (tmp_path / "cams").exists()
+    # and the card says why there are none, instead of an empty section
+    section = "\n".join(_gradcam_section(explained))
+    assert "No overlays" in section and "![" not in section

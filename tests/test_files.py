@@ -11,8 +11,16 @@ import pytest
 
 from covid_sweep import files
 from covid_sweep.errors import UserError
-from covid_sweep.files import (ExistsError, WriteError, install_entries, publish_dir, staged_dir,
-                               write_file_atomically, write_files_atomically, write_text_atomically)
+from covid_sweep.files import (
+    ExistsError,
+    WriteError,
+    install_entries,
+    publish_dir,
+    staged_dir,
+    write_file_atomically,
+    write_files_atomically,
+    write_text_atomically,
+)
 
 
 def _full_disk_after(n_bytes: int):

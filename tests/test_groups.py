@@ -9,12 +9,11 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import REAL_DATA
+
 from covid_sweep.cli import main
 from covid_sweep.data import DataError, load_split
-from covid_sweep.groups import (GROUPS_CSV, Groups, near_duplicate_groups, read_groups_csv, split_thumbnails,
-                                train_groups)
+from covid_sweep.groups import GROUPS_CSV, Groups, near_duplicate_groups, read_groups_csv, train_groups
 from covid_sweep.splits import grouped_folds, shared_groups, trial_splits
 
 needs_real = pytest.mark.skipif(not (REAL_DATA / GROUPS_CSV).is_file(), reason="no ../shared data")

@@ -13,7 +13,6 @@ import sys
 import warnings
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -23,15 +22,14 @@ from covid_sweep import export as export_mod
 from covid_sweep.artifact import load_artifact, write_artifact
 from covid_sweep.cli import main
 from covid_sweep.config import build_config
-from covid_sweep.data import decode_resized, load_split
-from covid_sweep.models import Ensemble, build_model
-from covid_sweep.export import ExportError, Provenance, export_bundle
-from covid_sweep.predict import TTA, VIEWS, predict_images, predict_split, run_predict, views_for
-from covid_sweep.files import umask_mode
+from covid_sweep.data import DataError, decode_resized, load_split
 from covid_sweep.errors import UserError
+from covid_sweep.export import ExportError, Provenance, export_bundle
+from covid_sweep.files import umask_mode
+from covid_sweep.inference import predict_probs
+from covid_sweep.models import Ensemble, build_model
+from covid_sweep.predict import TTA, VIEWS, predict_images, predict_split, run_predict, views_for
 from covid_sweep.submission import SubmissionError, read_probabilities, read_submission
-from covid_sweep.train import predict_probs
-from covid_sweep.trial import run_trial
 
 CPU = torch.device("cpu")
 
@@ -309,7 +307,7 @@ def test_a_missing_test_image_fails_before_writing(trained, tmp_path):
     data, artifact_dir = trained
     (tmp_path / "d" / "test").mkdir(parents=True)
     (tmp_path / "d" / "sample_submission.csv").write_text("file_name,COVID\nnope.png,0\n")
-    with pytest.raises(Exception, match="nope.png"):
+    with pytest.raises(DataError, match="nope.png"):
         export_bundle(load_artifact(artifact_dir), tmp_path / "d", tmp_path / "export", _provenance(artifact_dir), views=TTA)
     assert not (tmp_path / "export").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]

@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import csv
 import io
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
 from covid_sweep import paths
 from covid_sweep.cli import main
-from covid_sweep.config import build_config
+from covid_sweep.data import DataError
 from covid_sweep.export import ExportError
 from covid_sweep.promote import PromotionError, best_finished_trial, export_best
 from covid_sweep.submission import read_submission
 from covid_sweep.sweep.report import objective_line, status_table
 from covid_sweep.sweep.store import Store, StoreError
-from covid_sweep.trial import run_trial
 
 MAXIMIZE = {"method": "bayes", "metric": {"name": "val_auc", "goal": "maximize"}, "parameters": {}}
 MINIMIZE = {"method": "random", "metric": {"name": "val_loss", "goal": "minimize"}, "parameters": {}}
@@ -139,7 +135,7 @@ def test_alias_moves_to_each_new_winner(trained, tmp_path, home):
     # nor does an export whose prediction job fails (a test image is missing)
     (data / "test" / "0.png").rename(tmp_path / "0.png")
     try:
-        with pytest.raises(Exception, match="0.png"):
+        with pytest.raises(DataError, match="0.png"):
             export_best("sw1", data, out, home=home, force=True)
     finally:
         (tmp_path / "0.png").rename(data / "test" / "0.png")

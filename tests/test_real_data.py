@@ -4,11 +4,11 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from covid_sweep.sweep.store import Store
-from pathlib import Path
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "covid-ct"
 
@@ -60,8 +60,8 @@ def test_real_trial_on_a_few_dozen_images_reproduces_its_val_accuracy(tmp_path):
     from covid_sweep.artifact import load_artifact
     from covid_sweep.config import build_config
     from covid_sweep.data import cached_images, load_split
+    from covid_sweep.inference import predict_probs
     from covid_sweep.metrics import binary_metrics
-    from covid_sweep.train import predict_probs
     from covid_sweep.trial import run_trial
 
     rows = list(csv.DictReader((REAL_DATA / "train.csv").open()))

@@ -12,9 +12,9 @@ from click.testing import CliRunner
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, roc_auc_score
 
 from covid_sweep import submission as sub
-from covid_sweep.files import umask_mode
 from covid_sweep.cli import main
 from covid_sweep.data import DataError
+from covid_sweep.files import umask_mode
 from covid_sweep.submission import SubmissionError
 
 IDS = ["a.png", "b.png", "c.png", "d.png", "e.png", "f.png"]
@@ -170,7 +170,8 @@ def test_a_bad_label_file_is_a_data_error(tmp_path):
 def test_score_command(tmp_path, labels):
     predicted = [1, 1, 0, 1, 0, 0]
     path = _submission(tmp_path, zip(IDS, predicted))
-    probs = _csv(tmp_path / "probabilities.csv", "file_name,prob\n" + "".join(f"{i},{0.9 if y else 0.1}\n" for i, y in zip(IDS, predicted)))
+    rows = "".join(f"{i},{0.9 if y else 0.1}\n" for i, y in zip(IDS, predicted))
+    probs = _csv(tmp_path / "probabilities.csv", "file_name,prob\n" + rows)
     runner = CliRunner()
     out = runner.invoke(main, ["score", str(path), str(labels)])
     assert out.exit_code == 0, out.output

@@ -62,7 +62,8 @@ def test_metric_must_be_one_we_log():
 
 def test_validate_cli(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("method: bayes\nmetric: {name: val_auc, goal: maximize}\nparameters:\n  backbone: {values: [resnet18, lenet]}\n")
+    bad.write_text("method: bayes\nmetric: {name: val_auc, goal: maximize}\n"
+                   "parameters:\n  backbone: {values: [resnet18, lenet]}\n")
     result = CliRunner().invoke(main, ["validate", str(bad)])
     assert result.exit_code == 1 and "parameter 'backbone' can take 'lenet'" in result.output
     assert "Traceback" not in result.output

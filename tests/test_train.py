@@ -5,11 +5,21 @@ import pytest
 import torch
 from torch import nn
 
+from covid_sweep import inference
 from covid_sweep.config import build_config
 from covid_sweep.data import cached_images, load_split
 from covid_sweep.models import build_model
-from covid_sweep import augment, train
+from covid_sweep.preprocessing import to_model_input
 from covid_sweep.train import TrainingError, fit
+
+
+def _model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return build_model("resnet18")
+
+
+def _fingerprint(result) -> tuple:
+    return tuple(r["train_loss"] for r in result.history), tuple(np.round(result.val_probs, 6))
 
 
 @pytest.fixture
@@ -22,29 +32,32 @@ def arrays(tiny_data):
 
 @pytest.mark.parametrize("native", [True, False])
 def test_bf16_autocast_only_where_the_device_runs_it_natively(monkeypatch, native):
-    monkeypatch.setattr(train, "native_bf16", lambda device: native)
+    monkeypatch.setattr(inference, "native_bf16", lambda device: native)
     layer, x = nn.Linear(4, 2), torch.randn(3, 4)
-    with train.bf16_autocast(torch.device("cpu")):
+    with inference.bf16_autocast(torch.device("cpu")):
         on = layer(x).dtype
-    with train.bf16_autocast(torch.device("cpu"), enabled=False):  # amp=False in the TrialConfig
+    with inference.bf16_autocast(torch.device("cpu"), enabled=False):  # amp=False in the TrialConfig
         off = layer(x).dtype
     assert on == (torch.bfloat16 if native else torch.float32) and off == torch.float32
 
 
-def test_native_bf16_asks_the_hardware():
-    assert isinstance(train.native_bf16(torch.device("cpu")), bool)
-    assert train.native_bf16(torch.device("meta")) is False
+@pytest.mark.parametrize("cuda_answer", [True, False])
+def test_native_bf16_asks_the_hardware(monkeypatch, cuda_answer):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: cuda_answer)
+    assert inference.native_bf16(torch.device("cuda")) is cuda_answer
+    assert inference.native_bf16(torch.device("cpu")) is bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert inference.native_bf16(torch.device("meta")) is False
 
 
 def test_bf16_on_a_native_cpu_predicts_nearly_what_fp32_does(arrays):
-    if not train.native_bf16(torch.device("cpu")):
+    if not inference.native_bf16(torch.device("cpu")):
         pytest.skip("this CPU has no native bf16 (AVX512-BF16/AMX): autocast stays off here")
     torch.manual_seed(0)
     model = build_model("resnet18").eval()
-    x = augment.to_model_input(torch.from_numpy(np.array(arrays[0])))  # a writable copy of the cache rows
+    x = to_model_input(torch.from_numpy(np.array(arrays[0])))  # a writable copy of the cache rows
     with torch.no_grad():
         fp32 = torch.softmax(model(x), dim=1)[:, 1].numpy()
-        with train.bf16_autocast(torch.device("cpu")):
+        with inference.bf16_autocast(torch.device("cpu")):
             bf16 = torch.softmax(model(x).float(), dim=1)[:, 1].numpy()
     assert not np.array_equal(fp32, bf16)        # bf16 really ran
     assert np.abs(fp32 - bf16).max() < 0.05      # and rounds, not changes, the answer
@@ -56,7 +69,7 @@ def test_validation_is_scored_in_fp32_like_predict_even_when_training_in_bf16(ar
     result = fit(config, build_model("resnet18"), *arrays, progress=False)
     model = build_model("resnet18")
     model.load_state_dict(result.best_state)
-    again = train.predict_probs(model, arrays[2], 8, torch.device("cpu"))
+    again = inference.predict_probs(model, arrays[2], 8, torch.device("cpu"))
     assert np.allclose(result.val_probs, again, atol=1e-6)
 
 
@@ -122,10 +135,21 @@ def test_nan_loss_is_a_training_error(arrays):
     {"optimizer": "sgd"}, {"optimizer": "adam"},
     {"random_resized_crop": True, "brightness_contrast": True, "gamma": True, "cutout": True, "clahe": True},
 ])
-def test_recipe_knobs_train(arrays, knobs):
-    config = build_config({"backbone": "resnet18", "input_size": 32, "epochs": 2, "batch_size": 8, **knobs})
-    result = fit(config, build_model("resnet18"), *arrays, progress=False)
-    assert len(result.history) == 2 and all(math.isfinite(r["train_loss"]) for r in result.history)
+def test_recipe_knobs_change_training(arrays, knobs):
+    # same seed, same initial weights: only the knob differs, so a knob fit ignores gives the baseline's numbers
+    base = {"backbone": "resnet18", "input_size": 32, "epochs": 2, "batch_size": 8}
+    plain = fit(build_config(base), _model(), *arrays, progress=False)
+    tuned = fit(build_config({**base, **knobs}), _model(), *arrays, progress=False)
+    assert len(tuned.history) == 2 and all(math.isfinite(r["train_loss"]) for r in tuned.history)
+    assert _fingerprint(tuned) != _fingerprint(plain)
+
+
+def test_same_seed_and_weights_train_the_same(arrays):
+    # what makes the knob comparison above meaningful: without a knob, two fits agree exactly
+    config = build_config({"backbone": "resnet18", "input_size": 32, "epochs": 2, "batch_size": 8, "mixup": 1.0,
+                           "hflip": True})
+    first = fit(config, _model(), *arrays, progress=False)
+    assert _fingerprint(fit(config, _model(), *arrays, progress=False)) == _fingerprint(first)
 
 
 def test_warmup_ramps_the_learning_rate(arrays):
@@ -136,8 +160,11 @@ def test_warmup_ramps_the_learning_rate(arrays):
 
 
 def test_ema_model_is_what_gets_scored(arrays):
-    plain = fit(build_config({"backbone": "resnet18", "input_size": 32, "epochs": 1, "batch_size": 8}),
-                build_model("resnet18"), *arrays, progress=False)
-    smoothed = fit(build_config({"backbone": "resnet18", "input_size": 32, "epochs": 1, "batch_size": 8, "ema": 0.5}),
-                   build_model("resnet18"), *arrays, progress=False)
+    # same initial weights and seed: the raw weights train identically, so scores differ only if EMA's are scored
+    base = {"backbone": "resnet18", "input_size": 32, "epochs": 1, "batch_size": 8}
+    plain = fit(build_config(base), _model(), *arrays, progress=False)
+    smoothed = fit(build_config({**base, "ema": 0.5}), _model(), *arrays, progress=False)
     assert not np.allclose(plain.val_probs, smoothed.val_probs)
+    kept = build_model("resnet18")
+    kept.load_state_dict(smoothed.best_state)
+    assert np.allclose(inference.predict_probs(kept, arrays[2], 8, torch.device("cpu")), smoothed.val_probs, atol=1e-6)

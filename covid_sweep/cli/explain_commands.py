@@ -21,9 +21,8 @@ from covid_sweep.cli.options import resolve_data
 def explain(model_dir, data, out, labels, count) -> None:
     """Grad-CAM overlays of the most confident right and wrong test predictions."""
     from covid_sweep.artifact import load_artifact
-    from covid_sweep.data import load_split
+    from covid_sweep.data import labels_for, load_split
     from covid_sweep.errors import UserError
-    from covid_sweep.data import labels_for
     from covid_sweep.explain import explain as run
 
     data_dir = resolve_data(data)

@@ -144,6 +144,6 @@ def score(submission, labels, probs, as_json) -> None:
         hint = f"; add --probs {beside[0]}" if beside else "; give --probs FILE or a prob column"
         click.echo(f"AUC          -  (no probabilities{hint})")
     click.echo("confusion matrix (rows: true, columns: predicted)")
-    click.echo(f"              pred 0  pred 1")
+    click.echo("              pred 0  pred 1")
     click.echo(f"  true 0    {tn:8d}{fp:8d}")
     click.echo(f"  true 1    {fn:8d}{tp:8d}")

@@ -76,9 +76,9 @@ def status(sweep_id, home) -> None:
 
 
 def _print_status(store, sweep_id: str) -> None:
-    from covid_sweep.sweep.report import objective_line, status_table
-
     from rich.console import Console
+
+    from covid_sweep.sweep.report import objective_line, status_table
 
     # wide enough for the param columns when piped (CI logs, files)
     console = Console() if Console().is_terminal else Console(width=200)

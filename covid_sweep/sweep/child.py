@@ -10,18 +10,19 @@ from __future__ import annotations
 import os
 import signal
 
+from covid_sweep.states import TrialState
 from covid_sweep.sweep.store import Store, Sweep, Trial
 
 
 class TrialProcess:
     def __init__(self, store: Store, trial: Trial, sweep: Sweep):
         self.store, self.trial, self.sweep = store, trial, sweep
-        self.stop_state: str | None = None
+        self.stop_state: TrialState | None = None
         self._parent = os.getppid()
-        signal.signal(signal.SIGTERM, lambda *_: self._request("stopped"))
-        signal.signal(signal.SIGINT, lambda *_: self._request("interrupted"))
+        signal.signal(signal.SIGTERM, lambda *_: self._request(TrialState.STOPPED))
+        signal.signal(signal.SIGINT, lambda *_: self._request(TrialState.INTERRUPTED))
 
-    def _request(self, state: str) -> None:
+    def _request(self, state: TrialState) -> None:
         self.stop_state = self.stop_state or state
 
     def start(self) -> None:
@@ -29,16 +30,16 @@ class TrialProcess:
 
     def should_stop(self) -> bool:
         if os.getppid() != self._parent:
-            self._request("interrupted")
+            self._request(TrialState.INTERRUPTED)
         return self.stop_state is not None
 
     def on_epoch(self, record: dict) -> None:
         self.store.log_epoch(self.trial.id, record, self.sweep.metric, self.sweep.goal)
 
-    def end(self, loop_stopped: bool, artifact: str | None) -> str:
-        state = (self.stop_state or "stopped") if loop_stopped else "finished"
+    def end(self, loop_stopped: bool, artifact: str | None) -> TrialState:
+        state = (self.stop_state or TrialState.STOPPED) if loop_stopped else TrialState.FINISHED
         self.store.end_trial(self.trial.id, state, artifact=artifact)
         return state
 
     def fail(self, error: str) -> None:
-        self.store.end_trial(self.trial.id, "failed", error=error[-2000:])
+        self.store.end_trial(self.trial.id, TrialState.FAILED, error=error[-2000:])

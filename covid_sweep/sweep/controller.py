@@ -14,10 +14,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from covid_sweep import paths
-from covid_sweep.sweep import engine
+from covid_sweep import paths, tracking
+from covid_sweep.states import ACTIVE, TrialState
+from covid_sweep.sweep import engine, protocol
 from covid_sweep.sweep.launcher import ForkLauncher, TrialHandle
-from covid_sweep.sweep.store import ACTIVE, Store, Sweep, Trial, process_start
+from covid_sweep.sweep.store import Store, Sweep, Trial, process_start
 
 MAX_ATTEMPTS = 2  # an interrupted trial is retried once; interrupted again, it counts as failed
 MAX_EARLY_FAILURES = 5  # as `wandb agent`: this many trials in a row failing before any epoch end the sweep
@@ -90,7 +91,7 @@ class Controller:
             cap = self.sweep.config.get("run_cap")
             if cap is not None and len(originals) >= cap:
                 return None, f"run_cap {cap} reached"
-            params = engine.suggest(self.store, self.sweep, engine.sweep_runs(self.store, self.sweep))
+            params = engine.suggest(self.sweep, engine.sweep_runs(self.store, self.sweep))
             if params is None:
                 return None, "search space exhausted"
             name = f"{self.sweep.id}-{len(originals) + 1:03d}"
@@ -99,13 +100,13 @@ class Controller:
     def _retry_candidate(self, trials: list[Trial]) -> Trial | None:
         retried = {t.retry_of for t in trials if t.retry_of is not None}
         for trial in trials:
-            if trial.state != "interrupted" or trial.id in retried:
+            if trial.state != TrialState.INTERRUPTED or trial.id in retried:
                 continue
             root = trial.retry_of or trial.id
             attempts = 1 + sum(1 for t in trials if t.retry_of == root)
             if trial.retry_of is not None and attempts >= MAX_ATTEMPTS:
-                self.store.end_trial(trial.id, "failed", error="interrupted twice; imputed as failed",
-                                     only_if=("interrupted",))
+                self.store.end_trial(trial.id, TrialState.FAILED, error="interrupted twice; imputed as failed",
+                                     only_if=(TrialState.INTERRUPTED,))
                 continue
             # attempt number `attempts + 1`: the first retry of NAME is NAME-r2
             return self.store.add_trial(self.sweep.id, f"{self.store.trial(root).name}-r{attempts + 1}",
@@ -116,25 +117,23 @@ class Controller:
     def launch(self, trial: Trial) -> Slot:
         log = self.home / "logs" / self.sweep.id / f"{trial.name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
-        env.setdefault("WANDB_MODE", "offline")
+        env = tracking.trial_process_env(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
         if self.agents > 1 and "OMP_NUM_THREADS" not in os.environ:
             # K trials sharing the CPU cores: oversubscribed intra-op threads slow every one of them
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.agents))
         if self.gpus:
             env["CUDA_VISIBLE_DEVICES"] = self.gpus[len(self.slots) % len(self.gpus)]
-        argv = ["--store", str(self.store.path), "--trial", str(trial.id), "--home", str(self.home)]
-        process = self.launcher.start(argv, log, env)
-        self.store.mark_running(trial.id, process.pid)
+        # the trial process itself marks the trial running (TrialProcess.start): one writer
+        process = self.launcher.start(protocol.embedded_argv(self.store.path, trial.id, self.home), log, env)
         self.log(f"trial {trial.name} started (pid {process.pid}): {trial.params}")
         return Slot(trial, process, log)
 
-    def _collect(self, unmarked: str = "failed") -> None:
+    def _collect(self, unmarked: TrialState = TrialState.FAILED) -> None:
         """Record the trials whose process ended. One that did not record its own end is `unmarked`:
         failed (it crashed), or interrupted when the controller itself is shutting down."""
         for trial_id, slot in list(self.slots.items()):
-            if self._shutdown and unmarked == "failed":
+            if self._shutdown and unmarked == TrialState.FAILED:
                 return  # a signal arrived meanwhile: _stop_all judges what it ended
             code = slot.process.poll()
             if code is None:
@@ -148,7 +147,7 @@ class Controller:
             self._count_early_failure(self.store.trial(trial_id))
 
     def _count_early_failure(self, trial: Trial) -> None:
-        if trial.state == "failed" and trial.epochs == 0:
+        if trial.state == TrialState.FAILED and trial.epochs == 0:
             self.early_failures += 1
         elif trial.epochs > 0 or trial.state in ("finished", "stopped"):
             self.early_failures = 0
@@ -180,7 +179,7 @@ class Controller:
                     and trial.pid_start is not None and process_start(trial.pid) == trial.pid_start:
                 # the pid may have been recycled since (reboot, OOM killer): never signal a stranger
                 _signal_quietly(trial.pid, signal.SIGINT)
-            if self.store.end_trial(trial.id, "interrupted", error=f"controller {trial.owner} died"):
+            if self.store.end_trial(trial.id, TrialState.INTERRUPTED, error=f"controller {trial.owner} died"):
                 reaped.append(trial.name)
         return reaped
 
@@ -203,7 +202,8 @@ class Controller:
                     self._stop_all(signal.SIGINT)
                     break
                 self._collect()
-                while not exhausted and len(self.slots) < self.agents and (self.count is None or len(outcome.launched) < self.count):
+                while (not exhausted and len(self.slots) < self.agents
+                       and (self.count is None or len(outcome.launched) < self.count)):
                     why = self._too_many_early_failures()
                     trial, why = (None, why) if why else self.claim()
                     if trial is None:
@@ -230,7 +230,7 @@ class Controller:
             if slot.process.wait(max(0.1, deadline - time.time())) is None:
                 slot.process.kill()
                 slot.process.wait(5.0)
-        self._collect(unmarked="interrupted")  # we stopped them: retried on resume, never imputed as failures
+        self._collect(unmarked=TrialState.INTERRUPTED)  # we stopped them: retried on resume, never imputed as failures
         for trial_id, slot in stopping.items():
             if not slot.stop_sent:
                 # "stopped" without a hyperband stop: the signal that is stopping us reached it too (systemd

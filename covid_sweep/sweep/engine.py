@@ -7,11 +7,14 @@ import warnings
 
 import numpy as np
 
+from covid_sweep.goals import reaches
+from covid_sweep.states import TrialState
 from covid_sweep.sweep.store import Store, Sweep, Trial
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import sweeps
+
     # next_run imports these (and sklearn, scipy, pandas) on first use; an import draws from the
     # global RNG, so done inside suggest() it would shift the first suggestion of a seeded sweep
     from sweeps import bayes_search, grid_search, random_search  # noqa: F401
@@ -19,11 +22,11 @@ with warnings.catch_warnings():
 # stopped (hyperband / user) trials count as finished: their history is real, and W&B imputes only
 # failures. Interrupted trials are retried, so the retry stands in for them.
 ENGINE_STATE = {
-    "pending": sweeps.RunState.pending,
-    "running": sweeps.RunState.running,
-    "finished": sweeps.RunState.finished,
-    "stopped": sweeps.RunState.finished,
-    "failed": sweeps.RunState.failed,
+    TrialState.PENDING: sweeps.RunState.pending,
+    TrialState.RUNNING: sweeps.RunState.running,
+    TrialState.FINISHED: sweeps.RunState.finished,
+    TrialState.STOPPED: sweeps.RunState.finished,
+    TrialState.FAILED: sweeps.RunState.failed,
 }
 
 
@@ -43,7 +46,7 @@ def sweep_runs(store: Store, sweep: Sweep) -> list[sweeps.SweepRun]:
     return runs
 
 
-def suggest(store: Store, sweep: Sweep, runs: list[sweeps.SweepRun]) -> dict | None:
+def suggest(sweep: Sweep, runs: list[sweeps.SweepRun]) -> dict | None:
     """The engine's next parameters, or None when the search space is exhausted (grid).
 
     The engine draws from the global `random`/`np.random`: seeding both from (sweep seed, runs so far)
@@ -73,8 +76,8 @@ def target_reached(sweep: Sweep, trials: list[Trial]) -> bool:
     if target is None:
         return False
     for trial in trials:
-        if trial.best is None or trial.state not in ("finished", "stopped", "running"):
+        if trial.best is None or trial.state not in (TrialState.FINISHED, TrialState.STOPPED, TrialState.RUNNING):
             continue
-        if (trial.best <= target) if sweep.goal == "minimize" else (trial.best >= target):
+        if reaches(trial.best, target, sweep.goal):
             return True
     return False

@@ -10,20 +10,22 @@ with the controller (forkserver_guard), so an orphaned trial sees its parent cha
 
 from __future__ import annotations
 
-import importlib
 import multiprocessing
 import os
 import signal
 import sys
 from pathlib import Path
+from typing import Callable
 
-AGENT_ENTRY = "covid_sweep.agent:main"
+from covid_sweep.sweep.protocol import trial_main
+
+Entry = Callable[[list[str]], int]
 GUARD = "covid_sweep.sweep.forkserver_guard"
 AGENT_PRELOAD = ("covid_sweep.agent", "covid_sweep.sweep.child", "wandb")
 
 
-def _run_entry(entry: str, argv: list[str], log: str, env: dict[str, str]) -> None:
-    """In the forked child: become a trial process, then run `module:function(argv)` and exit with its code."""
+def _run_entry(entry: Entry, argv: list[str], log: str, env: dict[str, str]) -> None:
+    """In the forked child: become a trial process, then run `entry(argv)` and exit with its code."""
     os.setsid()  # its own session: a Ctrl-C in the terminal reaches the controller only
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the fork server ignores it (forkserver_guard); a trial must not
@@ -39,8 +41,7 @@ def _run_entry(entry: str, argv: list[str], log: str, env: dict[str, str]) -> No
     if threads and "torch" in sys.modules:
         # torch read OMP_NUM_THREADS when the server imported it, before this trial's value existed
         sys.modules["torch"].set_num_threads(int(threads))
-    module, function = entry.split(":")
-    sys.exit(getattr(importlib.import_module(module), function)(argv))
+    sys.exit(entry(argv))
 
 
 class TrialHandle:
@@ -65,7 +66,8 @@ class TrialHandle:
 
 
 class ForkLauncher:
-    def __init__(self, entry: str = AGENT_ENTRY, preload: tuple[str, ...] = AGENT_PRELOAD):
+    def __init__(self, entry: Entry = trial_main, preload: tuple[str, ...] = AGENT_PRELOAD):
+        # entry is pickled by reference (module + name) to the fork server: a top-level function
         self.entry = entry
         self.context = multiprocessing.get_context("forkserver")
         self.context.set_forkserver_preload([GUARD, *preload])

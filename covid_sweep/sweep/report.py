@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
+from covid_sweep.goals import rank_key
 from covid_sweep.sweep.store import Store, Sweep, Trial
 
 
@@ -16,7 +17,7 @@ def ranked(trials: list[Trial], goal: str) -> list[Trial]:
     """Trials with a metric first, best first; the rest after, in launch order."""
     scored = [t for t in trials if t.best is not None]
     unscored = [t for t in trials if t.best is None]
-    return sorted(scored, key=lambda t: t.best, reverse=goal == "maximize") + unscored
+    return sorted(scored, key=lambda t: rank_key(t.best, goal)) + unscored
 
 
 def objective_line(store: Store, sweep: Sweep) -> str:

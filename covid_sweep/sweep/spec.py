@@ -8,14 +8,15 @@ from typing import Any
 
 import yaml
 
-from covid_sweep.config import ConfigError, METRIC_GOALS, TrialConfig, build_config
+from covid_sweep.config import METRIC_GOALS, ConfigError, TrialConfig, build_config
 from covid_sweep.errors import UserError
 
 with warnings.catch_warnings():
     # sweeps 0.3.0 emits pydantic deprecation warnings on import
     warnings.simplefilter("ignore")
-    import sweeps
     from sweeps.config.cfg import validator as _schema_validator
+
+    import sweeps
 
 
 class SweepSpecError(UserError, ValueError):
@@ -59,7 +60,8 @@ def check_parameters(config: dict, source: str) -> None:
             try:
                 build_config({name: value})
             except ConfigError as err:
-                raise SweepSpecError(f"{source}: parameter {name!r} can take {value!r}, which TrialConfig rejects: {err}") from None
+                raise SweepSpecError(f"{source}: parameter {name!r} can take {value!r}, "
+                                     f"which TrialConfig rejects: {err}") from None
     metric = config.get("metric", {}).get("name")
     if metric and metric not in METRIC_GOALS:
         raise SweepSpecError(f"{source}: metric.name {metric!r} is not logged per epoch; use one of {', '.join(METRIC_GOALS)}")

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Iterator
 
 from covid_sweep.errors import UserError
+from covid_sweep.goals import improves
+from covid_sweep.states import ACTIVE, ENDED, TrialState
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sweeps (
@@ -93,9 +95,6 @@ def _create(path: Path) -> None:
             leftover.unlink(missing_ok=True)
 
 
-ACTIVE = ("pending", "running")
-ENDED = ("finished", "stopped", "failed", "interrupted")
-
 
 class StoreError(UserError, LookupError):
     """A sweep or trial id that the store does not hold."""
@@ -107,7 +106,7 @@ class Trial:
     sweep_id: str
     name: str
     params: dict
-    state: str
+    state: TrialState
     owner: str | None
     pid: int | None
     retry_of: int | None
@@ -127,6 +126,7 @@ class Trial:
     def from_row(cls, row: sqlite3.Row) -> "Trial":
         data = dict(row)
         data["params"] = json.loads(data["params"])
+        data["state"] = TrialState(data["state"])
         return cls(**data)
 
 
@@ -183,7 +183,8 @@ class Store:
         self.conn.execute("COMMIT")
 
     # sweeps
-    def create_sweep(self, sweep_id: str, name: str | None, source: str | None, config: dict, data_dir: str | None, seed: int) -> Sweep:
+    def create_sweep(self, sweep_id: str, name: str | None, source: str | None, config: dict, data_dir: str | None,
+                     seed: int) -> Sweep:
         self.conn.execute("INSERT INTO sweeps VALUES (?,?,?,?,?,?,?)",
                           (sweep_id, name, source, json.dumps(config), data_dir, seed, time.time()))
         return self.sweep(sweep_id)
@@ -210,7 +211,7 @@ class Store:
     def add_trial(self, sweep_id: str, name: str, params: dict, owner: str, retry_of: int | None = None) -> Trial:
         cur = self.conn.execute(
             "INSERT INTO trials (sweep_id, name, params, state, owner, retry_of, created) VALUES (?,?,?,?,?,?,?)",
-            (sweep_id, name, json.dumps(params), "pending", owner, retry_of, time.time()))
+            (sweep_id, name, json.dumps(params), TrialState.PENDING.value, owner, retry_of, time.time()))
         return self.trial(cur.lastrowid)
 
     def trial(self, trial_id: int) -> Trial:
@@ -219,17 +220,19 @@ class Store:
             raise StoreError(f"{self.path}: no trial {trial_id}")
         return Trial.from_row(row)
 
-    def trials(self, sweep_id: str, states: tuple[str, ...] | None = None) -> list[Trial]:
+    def trials(self, sweep_id: str, states: tuple[TrialState, ...] | None = None) -> list[Trial]:
         query, args = "SELECT * FROM trials WHERE sweep_id=?", [sweep_id]
         if states:
             query += f" AND state IN ({','.join('?' * len(states))})"
-            args += list(states)
+            args += [TrialState(s).value for s in states]
         return [Trial.from_row(r) for r in self.conn.execute(query + " ORDER BY id", args)]
 
     def mark_running(self, trial_id: int, pid: int) -> None:
+        """Written by the trial process only; a trial already ended (reaped before it started) stays ended."""
         now = time.time()
-        self.conn.execute("UPDATE trials SET state='running', pid=?, pid_start=?, started=?, heartbeat=? WHERE id=?",
-                          (pid, process_start(pid), now, now, trial_id))
+        self.conn.execute("UPDATE trials SET state=?, pid=?, pid_start=?, started=?, heartbeat=? WHERE id=? AND state=?",
+                          (TrialState.RUNNING.value, pid, process_start(pid), now, now, trial_id,
+                           TrialState.PENDING.value))
 
     def log_epoch(self, trial_id: int, record: dict, metric: str | None, goal: str) -> None:
         epoch = int(record["epoch"])
@@ -238,8 +241,7 @@ class Store:
             value = record.get(metric) if metric else None
             row = conn.execute("SELECT best FROM trials WHERE id=?", (trial_id,)).fetchone()
             best = row["best"]
-            better = value is not None and value == value and (
-                best is None or (value < best if goal == "minimize" else value > best))
+            better = improves(value, best, goal)
             conn.execute("UPDATE trials SET epochs=?, heartbeat=?, best=CASE WHEN ? THEN ? ELSE best END, "
                          "best_epoch=CASE WHEN ? THEN ? ELSE best_epoch END WHERE id=?",
                          (epoch, time.time(), better, value, better, epoch, trial_id))
@@ -248,14 +250,14 @@ class Store:
         rows = self.conn.execute("SELECT metrics FROM epochs WHERE trial_id=? ORDER BY epoch", (trial_id,))
         return [json.loads(r["metrics"]) for r in rows]
 
-    def end_trial(self, trial_id: int, state: str, error: str | None = None, artifact: str | None = None,
-                  only_if: tuple[str, ...] = ACTIVE) -> bool:
+    def end_trial(self, trial_id: int, state: TrialState, error: str | None = None, artifact: str | None = None,
+                  only_if: tuple[TrialState, ...] = ACTIVE) -> bool:
         """Move an active trial to an ended state; a trial already ended (by its own process or a reaper) stays."""
         assert state in ENDED
         cur = self.conn.execute(
             f"UPDATE trials SET state=?, ended=?, error=COALESCE(?, error), artifact=COALESCE(?, artifact) "
             f"WHERE id=? AND state IN ({','.join('?' * len(only_if))})",
-            (state, time.time(), error, artifact, trial_id, *only_if))
+            (TrialState(state).value, time.time(), error, artifact, trial_id, *(TrialState(s).value for s in only_if)))
         return cur.rowcount == 1
 
     def request_stop(self, trial_id: int) -> None:

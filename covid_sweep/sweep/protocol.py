@@ -1,0 +1,48 @@
+"""The embedded protocol between the controller and a trial process: what starts a trial and what its argv says.
+
+The controller builds the argv with `embedded_argv` and has the launcher run `trial_main`; the trial
+entrypoint (covid_sweep.agent) reads it back with `parse`. Everything else the two sides share goes
+through the store (sweep/child.py) and signals.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+
+@dataclass(frozen=True)
+class EmbeddedTrial:
+    store: Path
+    trial_id: int
+
+
+@dataclass(frozen=True)
+class Invocation:
+    embedded: EmbeddedTrial | None  # None: run under `wandb agent`, params in wandb.config and `rest`
+    home: Path | None
+    rest: list[str]                  # the `--key=value` sweep parameters of `wandb agent`
+
+
+def embedded_argv(store: Path, trial_id: int, home: Path) -> list[str]:
+    return ["--store", str(store), "--trial", str(trial_id), "--home", str(home)]
+
+
+def parse(argv: Sequence[str]) -> Invocation:
+    parser = argparse.ArgumentParser(prog="covid-sweep-agent", add_help=False, allow_abbrev=False)
+    parser.add_argument("--store", type=Path)
+    parser.add_argument("--trial", type=int)
+    parser.add_argument("--home", type=Path)
+    known, rest = parser.parse_known_args(list(argv))
+    embedded = EmbeddedTrial(known.store, known.trial) if known.store is not None and known.trial is not None else None
+    return Invocation(embedded=embedded, home=known.home, rest=rest)
+
+
+def trial_main(argv: list[str]) -> int:
+    """What the launcher runs in each forked trial process. The agent is imported here, not at the top:
+    the controller that hands this function to the launcher never loads torch itself."""
+    from covid_sweep.agent import main
+
+    return main(argv)

@@ -1,0 +1,59 @@
+"""Which modules an entry point loads: commands that need no model (--help, validate) must not import the
+training stack (a newcomer's first `covid-sweep --help` should answer at once, not after torch loads), and
+inference must not import training."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "torchvision", "albumentations", "cv2", "wandb", "sklearn")
+
+PROBE = """
+import json, sys
+from covid_sweep.cli import main
+try:
+    main({argv!r}, standalone_mode=False)
+finally:
+    print(json.dumps(sorted(m for m in {heavy!r} if m in sys.modules)), file=sys.stderr)
+"""
+
+
+def _heavy_modules_after(argv: list[str]) -> list[str]:
+    code = PROBE.format(argv=argv, heavy=HEAVY)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stderr.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["validate", "--help"], ["validate", str(ROOT / "sweeps" / "bayes.yaml")]],
+                         ids=["help", "validate-help", "validate"])
+def test_light_commands_do_not_import_the_training_stack(argv):
+    assert _heavy_modules_after(argv) == []
+
+
+def test_import_of_the_cli_does_not_import_torch():
+    done = subprocess.run([sys.executable, "-c", "import sys, covid_sweep.cli; print('torch' in sys.modules)"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr
+
+
+def test_inference_does_not_import_training():
+    code = ("import sys, covid_sweep.predict, covid_sweep.explain, covid_sweep.promote, covid_sweep.export; "
+            "print('covid_sweep.train' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr
+
+
+def test_the_package_turns_off_albumentations_update_check():
+    # albumentations reads it at import: the package must set it before any of its modules import albumentations
+    env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
+    code = "import os, covid_sweep.augment; print(os.environ.get('NO_ALBUMENTATIONS_UPDATE'))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert done.stdout.strip() == "1", done.stderr
