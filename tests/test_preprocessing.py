@@ -10,8 +10,8 @@ import torch
 
 from covid_sweep.artifact import ArtifactError, load_artifact, write_artifact
 from covid_sweep.config import build_config
-from covid_sweep.data import decode_resized, load_split
-from covid_sweep.explain import explain, labels_for
+from covid_sweep.data import decode_resized, labels_for, load_split
+from covid_sweep.explain import explain
 from covid_sweep.export import export_torchscript, loading_code
 from covid_sweep.inference import predict_probs
 from covid_sweep.models import build_model
