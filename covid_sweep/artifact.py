@@ -139,9 +139,10 @@ def load_artifact(path: Path, device: str | torch.device = "cpu") -> LoadedArtif
         verify_manifest(path)
     config = build_config(_read_json(path / "config.json"), source=str(path / "config.json"))
     metadata = _read_json(path / "metadata.json")
-    if "preprocessing" in metadata and metadata["preprocessing"] != preprocessing_spec(config.input_size):
+    recorded_size = metadata.get("preprocessing", {}).get("resize")
+    if recorded_size is not None and list(recorded_size) != [config.input_size] * 2:
         raise ArtifactError(f"{path / 'config.json'}: input_size {config.input_size} contradicts the preprocessing "
-                            f"in {path / 'metadata.json'}")
+                            f"in {path / 'metadata.json'} (resize {recorded_size})")
     loaded = LoadedArtifact(path=path, config=config, model=_load_weights(path, config, device),
                             metrics=_read_json(path / "metrics.json"), metadata=metadata)
     try:

@@ -19,6 +19,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import fake_trial
 import pytest
 from click.testing import CliRunner
 
@@ -29,7 +30,7 @@ from covid_sweep.sweep.launcher import ForkLauncher
 from covid_sweep.sweep.store import Store
 
 HERE = Path(__file__).parent
-FAKE_LAUNCHER = ForkLauncher("fake_trial:main", preload=("covid_sweep.sweep.child",))
+FAKE_LAUNCHER = ForkLauncher(fake_trial.main, preload=("covid_sweep.sweep.child",))
 METRIC = {"name": "val_auc", "goal": "maximize"}
 
 
@@ -89,7 +90,7 @@ def test_sigterm_to_the_controller_process_group_interrupts_trials_and_resume_re
     outcome = _controller(store, sweep, tmp_path, agents=2).run()
     retries = [t for t in store.trials(sweep.id) if t.retry_of is not None]
     assert sorted(t.name for t in retries) == sorted(f"{t.name}-r2" for t in trials)  # the README's name
-    assert all(t.state == "finished" for t in retries), outcome
+    assert all(t.state == "finished" for t in retries), (outcome, [(t.state, t.error) for t in retries])
 
 
 def test_sigterm_to_every_process_as_systemd_sends_it_interrupts_trials_rather_than_stopping_them(tmp_path):

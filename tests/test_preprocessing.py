@@ -19,13 +19,14 @@ from covid_sweep.predict import predict_split
 from covid_sweep.preprocessing import MEAN, STD, preprocessing_spec
 
 CPU = torch.device("cpu")
-# a spec unlike today's defaults: another size than config.input_size, other mean/std
+# a spec unlike today's defaults: other mean/std. Its size must be config.input_size (40): an artifact
+# whose config and metadata disagree on the size is refused as tampered (tests/test_faults.py)
 SPEC = {**preprocessing_spec(40), "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.3, 0.25]}
 
 
 def _artifact(tmp_path, spec):
     torch.manual_seed(0)
-    config = build_config({"backbone": "resnet18", "input_size": 32, "device": "cpu"})
+    config = build_config({"backbone": "resnet18", "input_size": 40, "device": "cpu"})
     path = write_artifact(tmp_path / "model", build_model("resnet18").state_dict(), config, {"threshold": 0.5},
                           {"trial": "t", "preprocessing": spec})
     return load_artifact(path)
