@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from covid_sweep.config import ConfigError, TrialConfig, build_config, parse_agent_args
+from covid_sweep.core.config import ConfigError, TrialConfig, build_config, parse_agent_args
 
 
 def test_defaults_are_valid_and_round_trip_json():

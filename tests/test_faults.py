@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from covid_sweep import paths
 from covid_sweep.cli import main
+from covid_sweep.core import paths
 from covid_sweep.sweep.controller import Controller, new_sweep
 from covid_sweep.sweep.launcher import ForkLauncher
 from covid_sweep.sweep.store import Store

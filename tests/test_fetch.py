@@ -21,8 +21,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from covid_sweep import fetch as fetch_mod
-from covid_sweep.fetch import MARKER, UCSD, FetchError, fetch, resolve_data
+from covid_sweep.data.fetch import MARKER, UCSD, FetchError, download as fetch_mod, fetch, resolve_data
 
 # name -> (width, height, kind, official split); sizes are all different, so an output's size names its source
 COVID = {

@@ -10,11 +10,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from covid_sweep.artifact import LoadedArtifact
-from covid_sweep.data import CLASS_NAMES, Split, decode_resized
-from covid_sweep.inference import predict_probs
-from covid_sweep.models import Ensemble
-from covid_sweep.preprocessing import Preprocessing, to_model_input
+from covid_sweep.data.layout import CLASS_NAMES, Split, decode_resized
+from covid_sweep.model.artifact import LoadedArtifact
+from covid_sweep.model.networks import Ensemble
+from covid_sweep.model.preprocessing import Preprocessing, to_model_input
+from covid_sweep.model.runtime import predict_probs
 
 
 @dataclass

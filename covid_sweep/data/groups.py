@@ -23,7 +23,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from covid_sweep.data import ID_COLUMN, DataError, Split, cached_images
+from covid_sweep.data.layout import ID_COLUMN, DataError, Split, cached_images
 
 GROUPS_CSV = "groups.csv"
 GROUP_COLUMN = "group"

@@ -1,4 +1,5 @@
-"""The trial entrypoint run by `wandb agent` (the sweep YAML's `command:`) and by the embedded controller.
+"""The trial entrypoint (public name: covid_sweep.agent), run by `wandb agent` (the sweep YAML's `command:`)
+and by the embedded controller.
 
     wandb agent:  python -m covid_sweep.agent --backbone=resnet50 --lr=4.8e-05 --hflip=False ...
     embedded:     python -m covid_sweep.agent --store HOME/sweeps.db --trial 12 --home HOME
@@ -13,13 +14,13 @@ import sys
 import traceback
 from pathlib import Path
 
-from covid_sweep import paths, tracking
-from covid_sweep.config import build_config, parse_agent_args
-from covid_sweep.errors import UserError
-from covid_sweep.states import TrialState
+from covid_sweep.core import paths
+from covid_sweep.core.config import build_config, parse_agent_args
+from covid_sweep.core.errors import UserError
+from covid_sweep.core.states import TrialState
 from covid_sweep.sweep import protocol
-from covid_sweep.tracking import Tracker
-from covid_sweep.trial import run_trial
+from covid_sweep.tracking.tracker import Tracker, agent_sweep_id, embedded_trial_mode
+from covid_sweep.training.trial import run_trial
 
 
 def run_embedded(store_path: Path, trial_id: int, home: Path) -> int:
@@ -37,7 +38,7 @@ def run_embedded(store_path: Path, trial_id: int, home: Path) -> int:
         if sweep.data_dir and "data_dir" not in params:
             params["data_dir"] = sweep.data_dir
         config = build_config(params, source=f"trial {trial.name}")
-        tracker = Tracker.start(mode=tracking.embedded_trial_mode(), directory=home,
+        tracker = Tracker.start(mode=embedded_trial_mode(), directory=home,
                                 config=config.model_dump(mode="json"), project=sweep.name, group=sweep.id,
                                 name=trial.name, tags=["embedded"])
         result = run_trial(config, paths.trial_artifact_dir(home, sweep.id, trial.name), tracker,
@@ -64,7 +65,7 @@ def run_wandb_agent(argv: list[str], home: Path) -> int:
         params = {**tracker.params, **parse_agent_args(argv)}
         config = build_config(params, source="sweep parameters")
         tracker.record_config(config.model_dump(mode="json"))
-        sweep_id = tracking.agent_sweep_id()
+        sweep_id = agent_sweep_id()
         result = run_trial(config, paths.trial_artifact_dir(home, sweep_id, tracker.run_id), tracker,
                            should_stop=lambda: stop["requested"], trial_name=tracker.run_id,
                            artifact_name=f"model-{sweep_id}")

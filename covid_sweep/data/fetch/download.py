@@ -33,9 +33,9 @@ from openpyxl.utils.exceptions import InvalidFileException
 from PIL import Image, ImageChops
 from tqdm import tqdm
 
-from covid_sweep.errors import UserError
-from covid_sweep.files import publish_dir, staged_dir, write_text_atomically
-from covid_sweep.paths import cache_root
+from covid_sweep.core.errors import UserError
+from covid_sweep.core.files import publish_dir, staged_dir, write_text_atomically
+from covid_sweep.core.paths import cache_root
 
 try:
     import fcntl

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
-from covid_sweep.errors import UserError
+from covid_sweep.core.errors import UserError
 
 NUM_CLASSES = 2
 

@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
-from covid_sweep.errors import UserError
+from covid_sweep.core.errors import UserError
 
 # errors of the disk rather than of the program: a user can act on them (free space, fix permissions)
 DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from covid_sweep.errors import UserError
-from covid_sweep.goals import rank_key
-from covid_sweep.states import TrialState
+from covid_sweep.core.errors import UserError
+from covid_sweep.core.goals import rank_key
+from covid_sweep.core.states import TrialState
 
 BEST = "best"
 REGISTRY_PREFIX = "wandb-registry-model/"

@@ -19,12 +19,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from covid_sweep import __version__
-from covid_sweep.config import TrialConfig, build_config
-from covid_sweep.data import CLASS_NAMES
-from covid_sweep.errors import UserError
-from covid_sweep.files import publish_dir, staged_dir
-from covid_sweep.models import build_for_folds
-from covid_sweep.preprocessing import Preprocessing, PreprocessingError, preprocessing_spec
+from covid_sweep.core.config import TrialConfig, build_config
+from covid_sweep.core.errors import UserError
+from covid_sweep.core.files import publish_dir, staged_dir
+from covid_sweep.data.layout import CLASS_NAMES
+from covid_sweep.model.networks import build_for_folds
+from covid_sweep.model.preprocessing import Preprocessing, PreprocessingError, preprocessing_spec
 
 WEIGHTS = "model.safetensors"
 FILES = (WEIGHTS, "config.json", "metrics.json", "metadata.json")

@@ -1,6 +1,6 @@
 """Augmentation toggles -> albumentations pipelines.
 
-Random ops run on uint8 images on the CPU; normalisation (covid_sweep.preprocessing) runs on the
+Random ops run on uint8 images on the CPU; normalisation (covid_sweep.model.preprocessing) runs on the
 batch on the training device (a quarter of the host->device bytes, no per-sample float work on the CPU).
 """
 
@@ -10,7 +10,7 @@ import albumentations as A
 import cv2
 import numpy as np
 
-from covid_sweep.config import TrialConfig
+from covid_sweep.core.config import TrialConfig
 
 
 def _toggle_ops(config: TrialConfig) -> list[A.BasicTransform]:

@@ -1,7 +1,7 @@
 """The backbone names TrialConfig accepts, torch-free.
 
 `covid-sweep --help` and `validate` check names against this list without importing torch;
-`models.py` maps each name to its torchvision builder and head.
+`model/networks.py` maps each name to its torchvision builder and head.
 """
 
 # torchvision's names, so get_model/get_model_weights work with them

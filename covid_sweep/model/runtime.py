@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from covid_sweep.errors import UserError
-from covid_sweep.preprocessing import MEAN, STD, to_model_input
+from covid_sweep.core.errors import UserError
+from covid_sweep.model.preprocessing import MEAN, STD, to_model_input
 
 
 class DeviceError(UserError, RuntimeError):

@@ -18,13 +18,13 @@ import cv2
 import numpy as np
 import torch
 
-from covid_sweep.artifact import LoadedArtifact, load_artifact
-from covid_sweep.data import decode_resized, load_split, read_label_csv
-from covid_sweep.errors import UserError
-from covid_sweep.files import ExistsError, write_files_atomically
-from covid_sweep.inference import pick_device, predict_probs
-from covid_sweep.preprocessing import Preprocessing
-from covid_sweep.submission import SubmissionError, probabilities_text, refuse_existing, submission_text
+from covid_sweep.core.errors import UserError
+from covid_sweep.core.files import ExistsError, write_files_atomically
+from covid_sweep.data.layout import decode_resized, load_split, read_label_csv
+from covid_sweep.inference.submission import SubmissionError, probabilities_text, refuse_existing, submission_text
+from covid_sweep.model.artifact import LoadedArtifact, load_artifact
+from covid_sweep.model.preprocessing import Preprocessing
+from covid_sweep.model.runtime import pick_device, predict_probs
 
 ZOOM = 1.1
 

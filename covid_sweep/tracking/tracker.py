@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from covid_sweep.wandb_api import TRIAL_STATE_KEY
+from covid_sweep.tracking.wandb_api import TRIAL_STATE_KEY
 
 Mode = Literal["online", "offline", "disabled"]
 DEFAULT_PROJECT = "covid-sweep"
@@ -130,7 +130,7 @@ class Tracker:
         if np.isnan(probs).any():
             return
         # imported here: the controller imports this module for its env rules, without cv2 and sklearn
-        from covid_sweep.data import CLASS_NAMES
+        from covid_sweep.data.layout import CLASS_NAMES
 
         wandb = _wandb()
         y_true = [int(v) for v in y_true]

@@ -13,15 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from covid_sweep import paths, wandb_api
-from covid_sweep.artifact import load_artifact
-from covid_sweep.errors import UserError
-from covid_sweep.export import ExportResult, Provenance, check_out_dir, export_bundle
-from covid_sweep.goals import rank_key
-from covid_sweep.inference import pick_device
-from covid_sweep.predict import NO_TTA, check_views
-from covid_sweep.states import TrialState
+from covid_sweep.core import paths
+from covid_sweep.core.errors import UserError
+from covid_sweep.core.goals import rank_key
+from covid_sweep.core.states import TrialState
+from covid_sweep.inference.export import ExportResult, Provenance, check_out_dir, export_bundle
+from covid_sweep.inference.predict import NO_TTA, check_views
+from covid_sweep.model.artifact import load_artifact
+from covid_sweep.model.runtime import pick_device
 from covid_sweep.sweep.store import Store, Sweep, Trial
+from covid_sweep.tracking import wandb_api
 
 BEST = "best"
 

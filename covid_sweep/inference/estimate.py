@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from covid_sweep.artifact import LoadedArtifact
-from covid_sweep.data import labels_for, load_split
-from covid_sweep.metrics import binary_metrics
-from covid_sweep.predict import Prediction
+from covid_sweep.core.metrics import binary_metrics
+from covid_sweep.data.layout import labels_for, load_split
+from covid_sweep.inference.predict import Prediction
+from covid_sweep.model.artifact import LoadedArtifact
 
 ROWS = ("auc", "acc", "sensitivity", "specificity", "f1")
 

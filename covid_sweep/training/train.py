@@ -15,13 +15,13 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
-from covid_sweep import augment
-from covid_sweep.config import TrialConfig
-from covid_sweep.errors import UserError
-from covid_sweep.goals import improves
-from covid_sweep.inference import bf16_autocast, pick_device, predict_probs
-from covid_sweep.metrics import binary_metrics
-from covid_sweep.preprocessing import to_model_input
+from covid_sweep.core.config import TrialConfig
+from covid_sweep.core.errors import UserError
+from covid_sweep.core.goals import improves
+from covid_sweep.core.metrics import binary_metrics
+from covid_sweep.model.preprocessing import to_model_input
+from covid_sweep.model.runtime import bf16_autocast, pick_device, predict_probs
+from covid_sweep.training import augment
 
 
 class TrainingError(UserError, RuntimeError):

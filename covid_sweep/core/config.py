@@ -11,8 +11,8 @@ from typing import Any, Literal, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from covid_sweep.backbones import BACKBONE_NAMES
-from covid_sweep.errors import UserError
+from covid_sweep.core.backbones import BACKBONE_NAMES
+from covid_sweep.core.errors import UserError
 
 # Early-stop / sweep metrics: name -> goal. Loss goes down, everything else goes up.
 METRIC_GOALS: dict[str, Literal["minimize", "maximize"]] = {

@@ -15,9 +15,9 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import cv2
 import numpy as np
 
-from covid_sweep.errors import UserError
-from covid_sweep.files import write_file_atomically
-from covid_sweep.paths import cache_root
+from covid_sweep.core.errors import UserError
+from covid_sweep.core.files import write_file_atomically
+from covid_sweep.core.paths import cache_root
 
 LABEL_COLUMN = "COVID"
 ID_COLUMN = "file_name"

@@ -23,15 +23,15 @@ import torch
 from torch import nn
 
 from covid_sweep import __version__
-from covid_sweep.artifact import FILES, MANIFEST, LoadedArtifact
-from covid_sweep.data import labels_for, load_split
-from covid_sweep.errors import UserError
-from covid_sweep.estimate import EstimateVsTest, card_section, estimate_vs_test
-from covid_sweep.explain import explain
-from covid_sweep.files import disk_errors, ensure_free_space, install_entries, publish_dir, staged_dir
-from covid_sweep.predict import Prediction, predict_images, predict_split, sample_ids
-from covid_sweep.preprocessing import Preprocessing
-from covid_sweep.submission import probabilities_text, submission_text
+from covid_sweep.core.errors import UserError
+from covid_sweep.core.files import disk_errors, ensure_free_space, install_entries, publish_dir, staged_dir
+from covid_sweep.data.layout import labels_for, load_split
+from covid_sweep.inference.estimate import EstimateVsTest, card_section, estimate_vs_test
+from covid_sweep.inference.explain import explain
+from covid_sweep.inference.predict import Prediction, predict_images, predict_split, sample_ids
+from covid_sweep.inference.submission import probabilities_text, submission_text
+from covid_sweep.model.artifact import FILES, MANIFEST, LoadedArtifact
+from covid_sweep.model.preprocessing import Preprocessing
 
 TORCHSCRIPT = "model.torchscript.pt"
 EXTRA_FILE = "covid_sweep.json"  # torch.jit.load(path, _extra_files={EXTRA_FILE: ""}) reads it back
@@ -247,7 +247,7 @@ def model_card(artifact: LoadedArtifact, provenance: Provenance, prediction: Pre
         "- `model/model.torchscript.pt`: TorchScript (traced, eval mode, CPU); uint8 (N, H, W, 3) -> P(COVID) (N,).",
         f"  Its extra file `{EXTRA_FILE}` holds input size, threshold and class map.",
         "- `model/model.safetensors` + `config.json`: weights and the TrialConfig that made them "
-        "(`covid_sweep.artifact.load_artifact(\"model\")` reloads them).",
+        "(`covid_sweep.model.artifact.load_artifact(\"model\")` reloads them).",
         "- `model/metrics.json`, `model/metadata.json`: validation history and threshold; preprocessing, data fingerprint.",
         f"- `submission.csv`: {len(prediction.ids)} test ids in `sample_submission.csv` order, COVID 0/1 "
         f"({positives} predicted COVID); views: {tta}.",

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
-from covid_sweep.data import DataError
-from covid_sweep.groups import Groups
+from covid_sweep.data.groups import Groups
+from covid_sweep.data.layout import DataError
 
 Pairs = list[tuple[np.ndarray, np.ndarray]]
 

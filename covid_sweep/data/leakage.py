@@ -12,8 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from covid_sweep.data import Split, fingerprint, labels_for
-from covid_sweep.groups import (
+from covid_sweep.data.groups import (
     GROUPS_CSV,
     NEAR_DUPLICATE_R,
     Groups,
@@ -22,6 +21,7 @@ from covid_sweep.groups import (
     split_thumbnails,
     train_groups,
 )
+from covid_sweep.data.layout import Split, fingerprint, labels_for
 
 WORST = 5  # pairs listed by name
 

@@ -16,10 +16,10 @@ from typing import Sequence
 import numpy as np
 from sklearn.metrics import confusion_matrix, roc_auc_score
 
-from covid_sweep import files
-from covid_sweep.data import ID_COLUMN, LABEL_COLUMN, read_label_csv
-from covid_sweep.errors import UserError
-from covid_sweep.metrics import binary_metrics
+from covid_sweep.core import files
+from covid_sweep.core.errors import UserError
+from covid_sweep.core.metrics import binary_metrics
+from covid_sweep.data.layout import ID_COLUMN, LABEL_COLUMN, read_label_csv
 
 PROB_COLUMN = "prob"
 
@@ -94,7 +94,7 @@ def refuse_existing(path: Path, force: bool) -> None:
 
 
 def write_text_atomically(path: Path, text: str, force: bool = False) -> Path:
-    """Atomic (covid_sweep.files); without force an existing file is never replaced, not even one created meanwhile."""
+    """Atomic (covid_sweep.core.files); without force an existing file is never replaced, not even one created meanwhile."""
     refuse_existing(path, force)
     try:
         return files.write_text_atomically(Path(path), text, force)

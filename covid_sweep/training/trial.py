@@ -9,17 +9,17 @@ from typing import Callable
 
 import numpy as np
 
-from covid_sweep.artifact import write_artifact
-from covid_sweep.config import ConfigError, TrialConfig
-from covid_sweep.data import cached_images, fingerprint, load_split
-from covid_sweep.groups import Groups, train_groups
-from covid_sweep.metrics import binary_metrics, choose_threshold
-from covid_sweep.models import build_model
-from covid_sweep.preprocessing import preprocessing_spec
-from covid_sweep.splits import split_kind, trial_splits
-from covid_sweep.states import TrialState
-from covid_sweep.tracking import Tracker
-from covid_sweep.train import fit_folds
+from covid_sweep.core.config import ConfigError, TrialConfig
+from covid_sweep.core.metrics import binary_metrics, choose_threshold
+from covid_sweep.core.states import TrialState
+from covid_sweep.data.groups import Groups, train_groups
+from covid_sweep.data.layout import cached_images, fingerprint, load_split
+from covid_sweep.data.splits import split_kind, trial_splits
+from covid_sweep.model.artifact import write_artifact
+from covid_sweep.model.networks import build_model
+from covid_sweep.model.preprocessing import preprocessing_spec
+from covid_sweep.tracking.tracker import Tracker
+from covid_sweep.training.train import fit_folds
 
 DATA_ENV = "COVID_SWEEP_DATA"
 

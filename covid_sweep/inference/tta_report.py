@@ -15,14 +15,14 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from covid_sweep.artifact import LoadedArtifact
-from covid_sweep.data import Split, cached_images, fingerprint, load_split
-from covid_sweep.errors import UserError
-from covid_sweep.groups import Groups
-from covid_sweep.metrics import binary_metrics
-from covid_sweep.models import Ensemble
-from covid_sweep.predict import check_views, predict_images
-from covid_sweep.splits import trial_splits
+from covid_sweep.core.errors import UserError
+from covid_sweep.core.metrics import binary_metrics
+from covid_sweep.data.groups import Groups
+from covid_sweep.data.layout import Split, cached_images, fingerprint, load_split
+from covid_sweep.data.splits import trial_splits
+from covid_sweep.inference.predict import check_views, predict_images
+from covid_sweep.model.artifact import LoadedArtifact
+from covid_sweep.model.networks import Ensemble
 
 DEFAULT_VIEW_SETS: tuple[tuple[str, ...], ...] = (
     ("identity",),
