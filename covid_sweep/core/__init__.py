@@ -1,2 +1,2 @@
-"""Layer 0: what every layer shares and nothing else imports into: errors, paths, atomic files, trial states,
-goals, backbone names, the trial config and binary metrics. Imports no other layer."""
+"""Core: what every layer shares: errors, paths, atomic files, trial states, goals, backbone names, the trial
+config and binary metrics. Torch-free; imports no other layer."""
