@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from covid_sweep.core.config import build_config
-from covid_sweep.data.layout import decode_resized, load_split
-from covid_sweep.inference.explain import explain, labels_for
+from covid_sweep.data.layout import decode_resized, labels_for, load_split
+from covid_sweep.inference.explain import explain
 from covid_sweep.inference.export import export_torchscript, loading_code
 from covid_sweep.inference.predict import predict_split
 from covid_sweep.model.artifact import ArtifactError, load_artifact, write_artifact
