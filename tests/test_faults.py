@@ -19,6 +19,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import fake_trial
 import pytest
 from click.testing import CliRunner
 
@@ -29,7 +30,7 @@ from covid_sweep.sweep.launcher import ForkLauncher
 from covid_sweep.sweep.store import Store
 
 HERE = Path(__file__).parent
-FAKE_LAUNCHER = ForkLauncher("fake_trial:main", preload=("covid_sweep.sweep.child",))
+FAKE_LAUNCHER = ForkLauncher(fake_trial.main, preload=("covid_sweep.sweep.child",))
 METRIC = {"name": "val_auc", "goal": "maximize"}
 
 
