@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from covid_sweep.data import fingerprint, load_split
-from covid_sweep.groups import GROUPS_CSV, components, read_groups_csv, split_thumbnails
+from covid_sweep.data.groups import GROUPS_CSV, components, read_groups_csv, split_thumbnails
+from covid_sweep.data.layout import fingerprint, load_split
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "covid-ct"
 THRESHOLDS = (0.8, 0.85, 0.9, 0.95)

@@ -48,9 +48,9 @@ def sample_recipes(n: int, seed: int) -> list[dict]:
 
 def write_inner_outer(data: Path, root: Path, seed: int) -> tuple[Path, np.ndarray]:
     """root/inner: a data set of the inner patients whose test/ holds the outer ones; returns outer labels."""
-    from covid_sweep.data import load_split
-    from covid_sweep.groups import GROUPS_CSV, read_groups_csv
-    from covid_sweep.splits import grouped_folds
+    from covid_sweep.data.groups import GROUPS_CSV, read_groups_csv
+    from covid_sweep.data.layout import load_split
+    from covid_sweep.data.splits import grouped_folds
 
     train = load_split(data, "train")
     groups = read_groups_csv(data / GROUPS_CSV, train)
@@ -80,10 +80,10 @@ def outer_aucs(artifact_dir: Path, data: Path, outer_labels: np.ndarray) -> list
     import torch
     from sklearn.metrics import roc_auc_score
 
-    from covid_sweep.artifact import load_artifact
-    from covid_sweep.data import decode_resized, load_split
-    from covid_sweep.models import Ensemble
-    from covid_sweep.predict import predict_images
+    from covid_sweep.data.layout import decode_resized, load_split
+    from covid_sweep.inference.predict import predict_images
+    from covid_sweep.model.artifact import load_artifact
+    from covid_sweep.model.networks import Ensemble
 
     artifact = load_artifact(artifact_dir, device=torch.device("cpu"))
     images = decode_resized(load_split(data, "test"), artifact.config.input_size)
@@ -109,8 +109,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("WANDB_MODE", "disabled")
 
-    from covid_sweep.config import build_config
-    from covid_sweep.trial import run_trial
+    from covid_sweep.core.config import build_config
+    from covid_sweep.training.trial import run_trial
 
     work = Path(tempfile.mkdtemp(prefix="objective-"))
     inner, outer_labels = write_inner_outer(args.data, work, args.seed + 100)

@@ -149,8 +149,8 @@ def measure_limit(backbone: str, size: int, batch: int, device, warmup: int, ste
     import torch
     from torch import nn
 
-    from covid_sweep.inference import bf16_autocast
-    from covid_sweep.models import build_model
+    from covid_sweep.model.networks import build_model
+    from covid_sweep.model.runtime import bf16_autocast
 
     torch.manual_seed(0)
     model = build_model(backbone).to(device).to(memory_format=torch.channels_last)
@@ -201,7 +201,7 @@ def seed_transform(config, train: bool):
     import albumentations as A
     from albumentations.pytorch import ToTensorV2
 
-    from covid_sweep import augment
+    from covid_sweep.training import augment
 
     size = config.input_size
     ops = augment._toggle_ops(config) if train else []  # the same toggles the trial uses
@@ -266,7 +266,7 @@ def measure_seed_style(backbone: str, config, paths, labels, device, epochs: int
     import torch
     from torch import nn
 
-    from covid_sweep.models import build_model
+    from covid_sweep.model.networks import build_model
 
     torch.manual_seed(0)
     model = build_model(backbone).to(device)
@@ -292,7 +292,7 @@ def measure_seed_style(backbone: str, config, paths, labels, device, epochs: int
 @contextlib.contextmanager
 def timed_evaluation() -> Iterator[list[float]]:
     """Time each call of fit's per-epoch evaluation, so the training part of epoch_time can be separated."""
-    import covid_sweep.train as train_module
+    import covid_sweep.training.train as train_module
 
     original = train_module._evaluate
     durations: list[float] = []
@@ -314,10 +314,10 @@ def timed_evaluation() -> Iterator[list[float]]:
 def measure_covid(backbone: str, config, images, labels, train_idx, val_idx) -> dict:
     import numpy as np
 
-    from covid_sweep.models import build_model
-    from covid_sweep.train import fit
+    from covid_sweep.model.networks import build_model
+    from covid_sweep.training.train import fit
 
-    # exactly what covid_sweep.trial.run_trial hands to fit
+    # exactly what covid_sweep.training.trial.run_trial hands to fit
     train_images, train_labels = images[train_idx], labels[train_idx]
     val_images, val_labels = images[val_idx], labels[val_idx]
     model = build_model(backbone, config.pretrained)
@@ -468,10 +468,10 @@ def seed_style_agent(trial_params: list[dict], data: Path, device, work: Path, u
     import torch
     from torch import nn
 
-    from covid_sweep.config import build_config
-    from covid_sweep.data import load_split
-    from covid_sweep.models import build_model
-    from covid_sweep.splits import stratified_split
+    from covid_sweep.core.config import build_config
+    from covid_sweep.data.layout import load_split
+    from covid_sweep.data.splits import stratified_split
+    from covid_sweep.model.networks import build_model
 
     wandb = None
     if use_wandb:
@@ -611,7 +611,7 @@ def render(result: dict) -> str:
             "  (a) synthetic tensors on the device, warm-up excluded; eval-limit = inference img/s, same batch, fp32",
             "  (b) decode every PNG every epoch + albumentations incl. Normalize/ToTensorV2, fp32, workers=0"
             + (f" (w{w}: workers={w})" if w else ""),
-            "  (c) covid_sweep.train.fit on data.cached_images; train time = epoch_time - timed evaluation;"
+            "  (c) covid_sweep.training.train.fit on data.cached_images; train time = epoch_time - timed evaluation;"
             " 'c steady' excludes epoch 1, 'c eval' = fit's val img/s", ""]
     t = result.get("trial")
     if t:
@@ -707,11 +707,11 @@ def main(argv: list[str] | None = None) -> dict:
     import numpy as np
     import torch
 
-    from covid_sweep.config import build_config
-    from covid_sweep.data import cached_images, load_split
-    from covid_sweep.errors import UserError
-    from covid_sweep.inference import pick_device
-    from covid_sweep.splits import stratified_split
+    from covid_sweep.core.config import build_config
+    from covid_sweep.core.errors import UserError
+    from covid_sweep.data.layout import cached_images, load_split
+    from covid_sweep.data.splits import stratified_split
+    from covid_sweep.model.runtime import pick_device
 
     try:
         device = pick_device(args.device)

@@ -1,98 +1,14 @@
-"""The trial entrypoint run by `wandb agent` (the sweep YAML's `command:`) and by the embedded controller.
+"""`python -m covid_sweep.agent` and the `covid-sweep-agent` script: the trial entrypoint's public name.
 
-    wandb agent:  python -m covid_sweep.agent --backbone=resnet50 --lr=4.8e-05 --hflip=False ...
-    embedded:     python -m covid_sweep.agent --store HOME/sweeps.db --trial 12 --home HOME
-
-Exit status: 0 when the trial finished or was stopped on request, 1 when it failed, 2 for bad input.
+sweeps/*.yaml, docker/ and W&B agents already in the field run this module; the code lives in
+covid_sweep/sweep/agent.py, in the sweep layer, because the embedded controller starts it too.
 """
 
-from __future__ import annotations
-
-import signal
 import sys
-import traceback
-from pathlib import Path
 
-from covid_sweep import paths, tracking
-from covid_sweep.config import build_config, parse_agent_args
-from covid_sweep.errors import UserError
-from covid_sweep.states import TrialState
-from covid_sweep.sweep import protocol
-from covid_sweep.tracking import Tracker
-from covid_sweep.trial import run_trial
+from covid_sweep.sweep.agent import main
 
-
-def run_embedded(store_path: Path, trial_id: int, home: Path) -> int:
-    from covid_sweep.sweep.child import TrialProcess
-    from covid_sweep.sweep.store import Store
-
-    store = Store(store_path)
-    trial = store.trial(trial_id)
-    sweep = store.sweep(trial.sweep_id)
-    process = TrialProcess(store, trial, sweep)
-    process.start()
-    tracker = None
-    try:
-        params = dict(trial.params)
-        if sweep.data_dir and "data_dir" not in params:
-            params["data_dir"] = sweep.data_dir
-        config = build_config(params, source=f"trial {trial.name}")
-        tracker = Tracker.start(mode=tracking.embedded_trial_mode(), directory=home,
-                                config=config.model_dump(mode="json"), project=sweep.name, group=sweep.id,
-                                name=trial.name, tags=["embedded"])
-        result = run_trial(config, paths.trial_artifact_dir(home, sweep.id, trial.name), tracker,
-                           on_epoch=process.on_epoch, should_stop=process.should_stop, progress=False,
-                           trial_name=trial.name, artifact_name=f"model-{sweep.id}")
-        state = process.end(result.state == TrialState.STOPPED, str(result.artifact) if result.artifact else None)
-        print(f"trial {trial.name} {state}; artifact {result.artifact}", flush=True)
-        tracker.finish(0)
-        return 0
-    except BaseException as err:  # noqa: BLE001 - any crash must leave the trial marked failed, then re-raise codes
-        process.fail(f"{type(err).__name__}: {err}")
-        traceback.print_exc()
-        if tracker:
-            tracker.finish(1)
-        return 2 if isinstance(err, UserError) else 1
-
-
-def run_wandb_agent(argv: list[str], home: Path) -> int:
-    """Under `wandb agent`: the sweep's suggestions arrive in wandb.config (and as --key=value args)."""
-    stop = {"requested": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))
-    tracker = Tracker.start(mode=None, directory=home)
-    try:
-        params = {**tracker.params, **parse_agent_args(argv)}
-        config = build_config(params, source="sweep parameters")
-        tracker.record_config(config.model_dump(mode="json"))
-        sweep_id = tracking.agent_sweep_id()
-        result = run_trial(config, paths.trial_artifact_dir(home, sweep_id, tracker.run_id), tracker,
-                           should_stop=lambda: stop["requested"], trial_name=tracker.run_id,
-                           artifact_name=f"model-{sweep_id}")
-        tracker.record_trial_state(result.state)
-        print(f"trial {tracker.run_id} {result.state}; artifact {result.artifact}", flush=True)
-        tracker.finish(0)
-        return 0
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        tracker.finish(2)
-        return 2
-    except Exception:
-        traceback.print_exc()
-        tracker.finish(1)
-        return 1
-
-
-def main(argv: list[str] | None = None) -> int:
-    invocation = protocol.parse(sys.argv[1:] if argv is None else argv)
-    home = paths.home(invocation.home)
-    try:
-        if invocation.embedded is not None:
-            return run_embedded(invocation.embedded.store, invocation.embedded.trial_id, home)
-        return run_wandb_agent(invocation.rest, home)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-
+__all__ = ["main"]
 
 if __name__ == "__main__":
     sys.exit(main())

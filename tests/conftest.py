@@ -92,8 +92,8 @@ def tiny_data(tmp_path) -> Path:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """(data dir, artifact dir): a real resnet18 trained one epoch at input size 32 on 12 tiny images."""
-    from covid_sweep.config import build_config
-    from covid_sweep.trial import run_trial
+    from covid_sweep.core.config import build_config
+    from covid_sweep.training.trial import run_trial
 
     root = tmp_path_factory.mktemp("trained")
     with pytest.MonkeyPatch.context() as mp:

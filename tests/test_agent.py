@@ -9,7 +9,7 @@ import time
 
 import yaml
 
-from covid_sweep.artifact import load_artifact
+from covid_sweep.model.artifact import load_artifact
 
 
 def agent_env(tmp_path, data, params):

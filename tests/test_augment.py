@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from covid_sweep import augment
-from covid_sweep.config import TrialConfig, build_config
-from covid_sweep.preprocessing import MEAN, STD, to_model_input
+from covid_sweep.core.config import TrialConfig, build_config
+from covid_sweep.model.preprocessing import MEAN, STD, to_model_input
+from covid_sweep.training import augment
 
 EXPECTED_OP = {
     "blur": A.Blur, "clahe": A.CLAHE, "cutout": A.CoarseDropout, "rotate": A.Rotate, "sepia": A.ToSepia,

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from covid_sweep.config import ConfigError, TrialConfig, build_config, parse_agent_args
+from covid_sweep.core.config import ConfigError, TrialConfig, build_config, parse_agent_args
 
 
 def test_defaults_are_valid_and_round_trip_json():
@@ -21,8 +21,8 @@ AGENT_ARGS = [
     "--batch_size=16", "--blur=True", "--clahe=false", "--cutout=1", "--rotate=0", "--sepia=True",
     "--hflip=False", "--random_resized_crop=true", "--brightness_contrast=False", "--gamma=True",
     "--label_smoothing=0.1", "--mixup=0.5", "--warmup_epochs=2", "--ema=0.999", "--seed=7",
-    "--val_fraction=0.25", "--folds=3", "--amp=False", "--num_workers=2", "--device=cpu", "--data_dir=/mnt/data",
-    "--grouping=near_duplicates",
+    "--val_fraction=0.25", "--folds=3", "--grouping=near_duplicates", "--amp=False", "--num_workers=2", "--device=cpu",
+    "--data_dir=/mnt/data",
 ]
 
 

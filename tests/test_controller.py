@@ -212,7 +212,7 @@ def test_the_trial_argv_the_controller_builds_is_what_the_agent_parses(tmp_path)
 
 
 def test_trial_processes_start_their_own_wandb_service_offline_by_default():
-    from covid_sweep.tracking import trial_process_env
+    from covid_sweep.tracking.tracker import trial_process_env
 
     env = trial_process_env({"WANDB_SERVICE": "2-123-tcp-localhost-4567", "PATH": "/bin"})
     assert env == {"PATH": "/bin", "WANDB_MODE": "offline"}

@@ -6,8 +6,8 @@ import pytest
 from click.testing import CliRunner
 
 from covid_sweep.cli import main
-from covid_sweep.data import DataError, cached_images, check_readable, fingerprint, load_split, read_image
-from covid_sweep.splits import stratified_split
+from covid_sweep.data.layout import DataError, cached_images, check_readable, fingerprint, load_split, read_image
+from covid_sweep.data.splits import stratified_split
 
 
 def _rewrite_csv(path, text):

@@ -178,7 +178,7 @@ def test_entrypoint_script_never_traces_or_echoes_the_key():
 
 
 def test_prefetch_weights_build_arg_covers_the_shipped_sweeps():
-    from covid_sweep.models import BACKBONES
+    from covid_sweep.model.networks import BACKBONES
 
     instructions = dockerfile_instructions()
     default = arg_defaults(instructions).get("PREFETCH_WEIGHTS")

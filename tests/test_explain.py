@@ -3,12 +3,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from covid_sweep.artifact import load_artifact
 from covid_sweep.cli import main
-from covid_sweep.config import build_config
-from covid_sweep.explain import grad_cam, most_confident
-from covid_sweep.models import build_model
-from covid_sweep.trial import run_trial
+from covid_sweep.core.config import build_config
+from covid_sweep.inference.explain import grad_cam, most_confident
+from covid_sweep.model.artifact import load_artifact
+from covid_sweep.model.networks import build_model
+from covid_sweep.training.trial import run_trial
 
 
 def test_most_confident_right_and_wrong():
@@ -41,12 +41,12 @@ def test_explain_cli_writes_overlays(tiny_config_values, tiny_data, tmp_path):
 
 
 def test_export_skips_overlays_without_test_labels(tiny_config_values, tiny_data, tmp_path):
-    from covid_sweep.export import _explain_if_labelled, _gradcam_section
+    from covid_sweep.inference.export.gradcam import explain_if_labelled, gradcam_section
 
     artifact = load_artifact(run_trial(build_config(tiny_config_values), tmp_path / "m", progress=False).artifact)
     (tiny_data / "test_labels.csv").unlink()
-    explained = _explain_if_labelled(artifact, tiny_data, tmp_path / "cams")
+    explained = explain_if_labelled(artifact, tiny_data, tmp_path / "cams")
     assert explained == [] and not (tmp_path / "cams").exists()
     # and the card says why there are none, instead of an empty section
-    section = "\n".join(_gradcam_section(explained))
+    section = "\n".join(gradcam_section(explained))
     assert "No overlays" in section and "![" not in section

@@ -23,8 +23,8 @@ import fake_trial
 import pytest
 from click.testing import CliRunner
 
-from covid_sweep import paths
 from covid_sweep.cli import main
+from covid_sweep.core import paths
 from covid_sweep.sweep.controller import Controller, new_sweep
 from covid_sweep.sweep.launcher import ForkLauncher
 from covid_sweep.sweep.store import Store

@@ -21,8 +21,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from covid_sweep import fetch as fetch_mod
-from covid_sweep.fetch import MARKER, UCSD, FetchError, fetch, resolve_data
+from covid_sweep.data import fetch as fetch_mod
+from covid_sweep.data.fetch import MARKER, UCSD, FetchError, convert, download, fetch, repository, resolve_data, write
 
 # name -> (width, height, kind, official split); sizes are all different, so an output's size names its source
 COVID = {
@@ -175,7 +175,7 @@ def _local_only(monkeypatch):
     monkeypatch.delenv(fetch_mod.BASE_URL_ENV, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.setattr(fetch_mod, "TIMEOUT_S", 5)
+    monkeypatch.setattr(download, "TIMEOUT_S", 5)
 
 
 @pytest.fixture
@@ -365,7 +365,7 @@ def test_a_failed_build_leaves_dest_untouched(replica, tmp_path, monkeypatch):
     dest = tmp_path / "out"
     fetch(UCSD, dest, from_dir=replica)
     before = (dest / "train.csv").read_text()
-    monkeypatch.setattr(fetch_mod, "_write_source_md", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    monkeypatch.setattr(write, "_write_source_md", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
     with pytest.raises(RuntimeError):
         fetch(UCSD, dest, from_dir=replica, seed=5, force=True)
     assert (dest / "train.csv").read_text() == before and (dest / MARKER).is_file()
@@ -605,7 +605,7 @@ def test_real_file_names_and_split_reproduce_the_shared_numbering(tmp_path):
     """The shared copy was built from the same split lists with seed 42: names and numbers must agree."""
     manifest = _rows(REAL_DATA / "manifest.csv")
     root = _names_only_replica(tmp_path / "names-only", manifest)
-    numbered = fetch_mod.number_items(fetch_mod.collect_items(root), seed=42)
+    numbered = write.number_items(repository.collect_items(root), seed=42)
     got = {(split, f"{n}.png"): (item.source_file, str(item.label), item.official_split)
            for split, items in numbered.items() for n, item in enumerate(items)}
     want = {(r["split"], r["file_name"]): (r["source_file"], r["COVID"], r["official_split"]) for r in manifest}
@@ -616,10 +616,10 @@ def test_real_file_names_and_split_reproduce_the_shared_numbering(tmp_path):
 def test_real_meta_reproduces_the_shared_groups_csv_byte_for_byte(tmp_path):
     manifest = _rows(REAL_DATA / "manifest.csv")
     root = _names_only_replica(tmp_path / "names-only", manifest)
-    numbered = fetch_mod.number_items(fetch_mod.with_patient_ids(fetch_mod.collect_items(root), root), seed=42)
+    numbered = write.number_items(repository.with_patient_ids(repository.collect_items(root), root), seed=42)
     out = tmp_path / "out"
     out.mkdir()
-    fetch_mod._write_tables(numbered, out)
+    write._write_tables(numbered, out)
     assert (out / "groups.csv").read_bytes() == (REAL_DATA / "groups.csv").read_bytes()
     assert (out / "manifest.csv").read_bytes() == (REAL_DATA / "manifest.csv").read_bytes()
 
@@ -630,7 +630,7 @@ def test_real_images_convert_to_the_shared_pixels_and_modes(tmp_path):
     for row in manifest[::37]:  # a spread of gray and colour images, 21 of them
         source = REAL_DATA / row["split"] / row["file_name"]
         out = tmp_path / row["file_name"]
-        fetch_mod.convert_image(source.read_bytes(), out)
+        convert.convert_image(source.read_bytes(), out)
         with Image.open(source) as want, Image.open(out) as got:
             assert got.mode == want.mode and got.size == want.size
             assert np.array_equal(np.asarray(got), np.asarray(want))

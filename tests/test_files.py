@@ -1,4 +1,4 @@
-"""covid_sweep.files: the one staged-write implementation behind artifacts, submissions, exports, data sets
+"""covid_sweep.core.files: the one staged-write implementation behind artifacts, submissions, exports, data sets
 and caches. Faults are injected where a full disk or a crash would strike: in the middle of a write,
 between the renames."""
 
@@ -9,9 +9,9 @@ import os
 
 import pytest
 
-from covid_sweep import files
-from covid_sweep.errors import UserError
-from covid_sweep.files import (
+from covid_sweep.core import files
+from covid_sweep.core.errors import UserError
+from covid_sweep.core.files import (
     ExistsError,
     WriteError,
     install_entries,

@@ -12,9 +12,9 @@ from click.testing import CliRunner
 from conftest import REAL_DATA
 
 from covid_sweep.cli import main
-from covid_sweep.data import DataError, load_split
-from covid_sweep.groups import GROUPS_CSV, Groups, near_duplicate_groups, read_groups_csv, train_groups
-from covid_sweep.splits import grouped_folds, shared_groups, trial_splits
+from covid_sweep.data.groups import GROUPS_CSV, Groups, near_duplicate_groups, read_groups_csv, train_groups
+from covid_sweep.data.layout import DataError, load_split
+from covid_sweep.data.splits import grouped_folds, shared_groups, trial_splits
 
 needs_real = pytest.mark.skipif(not (REAL_DATA / GROUPS_CSV).is_file(), reason="no ../shared data")
 
@@ -180,7 +180,7 @@ def test_flat_images_are_not_duplicates_of_each_other():
 
 
 def split_thumbnails_of(images):
-    from covid_sweep.groups import thumbnails
+    from covid_sweep.data.groups import thumbnails
 
     return thumbnails(images)
 
@@ -208,8 +208,8 @@ def test_without_test_labels_the_pair_is_listed_with_an_unknown_label(tiny_data)
 
 
 def test_artifact_records_every_folds_files_and_the_split_kind(tiny_data, tmp_path):
-    from covid_sweep.config import build_config
-    from covid_sweep.trial import run_trial
+    from covid_sweep.core.config import build_config
+    from covid_sweep.training.trial import run_trial
 
     train = load_split(tiny_data, "train")
     _write_groups(tiny_data, _patient_rows(train, per_patient=3))

@@ -45,8 +45,9 @@ def test_import_of_the_cli_does_not_import_torch():
 
 
 def test_inference_does_not_import_training():
-    code = ("import sys, covid_sweep.predict, covid_sweep.explain, covid_sweep.promote, covid_sweep.export; "
-            "print('covid_sweep.train' in sys.modules)")
+    code = ("import sys, covid_sweep.inference.predict, covid_sweep.inference.explain, covid_sweep.sweep.promote, "
+            "covid_sweep.inference.export; "
+            "print('covid_sweep.training.train' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.stdout.strip() == "False", done.stderr
 
@@ -54,6 +55,6 @@ def test_inference_does_not_import_training():
 def test_the_package_turns_off_albumentations_update_check():
     # albumentations reads it at import: the package must set it before any of its modules import albumentations
     env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
-    code = "import os, covid_sweep.augment; print(os.environ.get('NO_ALBUMENTATIONS_UPDATE'))"
+    code = "import os, covid_sweep.training.augment; print(os.environ.get('NO_ALBUMENTATIONS_UPDATE'))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
     assert done.stdout.strip() == "1", done.stderr

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from covid_sweep.metrics import binary_metrics, choose_threshold
+from covid_sweep.core.metrics import binary_metrics, choose_threshold
 
 
 def test_binary_metrics_match_a_hand_count():

@@ -3,8 +3,8 @@ import time
 import pytest
 import torch
 
-from covid_sweep.backbones import BACKBONE_NAMES
-from covid_sweep.models import BACKBONES, ModelError, build_model
+from covid_sweep.core.backbones import BACKBONE_NAMES
+from covid_sweep.model.networks import BACKBONES, ModelError, build_model
 
 REQUIRED = ["vgg16", "vgg16_bn", "resnet18", "resnet50", "googlenet", "densenet121", "efficientnet_b0", "convnext_tiny"]
 

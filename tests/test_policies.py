@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from covid_sweep import paths
-from covid_sweep.goals import improves, rank_key, reaches
-from covid_sweep.states import TrialState
+from covid_sweep.core import paths
+from covid_sweep.core.goals import improves, rank_key, reaches
+from covid_sweep.core.states import TrialState
 from covid_sweep.sweep.report import ranked
 from covid_sweep.sweep.store import Store
 
@@ -80,6 +80,6 @@ def test_cache_root_expands_the_home_tilde(monkeypatch):
 
 
 def test_data_and_fetch_use_the_same_cache_root():
-    from covid_sweep import data, fetch
+    from covid_sweep.data import fetch, layout as data
 
     assert data.cache_root is paths.cache_root and fetch.cache_root is paths.cache_root

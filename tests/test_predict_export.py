@@ -18,18 +18,18 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from covid_sweep import export as export_mod
-from covid_sweep.artifact import load_artifact, write_artifact
 from covid_sweep.cli import main
-from covid_sweep.config import build_config
-from covid_sweep.data import DataError, decode_resized, load_split
-from covid_sweep.errors import UserError
-from covid_sweep.export import ExportError, Provenance, export_bundle
-from covid_sweep.files import umask_mode
-from covid_sweep.inference import predict_probs
-from covid_sweep.models import Ensemble, build_model
-from covid_sweep.predict import TTA, VIEWS, predict_images, predict_split, run_predict, views_for
-from covid_sweep.submission import SubmissionError, read_probabilities, read_submission
+from covid_sweep.core.config import build_config
+from covid_sweep.core.errors import UserError
+from covid_sweep.core.files import umask_mode
+from covid_sweep.data.layout import DataError, decode_resized, load_split
+from covid_sweep.inference import export as export_mod
+from covid_sweep.inference.export import ExportError, Provenance, export_bundle
+from covid_sweep.inference.predict import TTA, VIEWS, predict_images, predict_split, run_predict, views_for
+from covid_sweep.inference.submission import SubmissionError, read_probabilities, read_submission
+from covid_sweep.model.artifact import load_artifact, write_artifact
+from covid_sweep.model.networks import Ensemble, build_model
+from covid_sweep.model.runtime import predict_probs
 
 CPU = torch.device("cpu")
 
@@ -287,7 +287,7 @@ def test_a_failed_export_loses_nothing(trained, exported, tmp_path, monkeypatch)
             raise OSError("disk full")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(export_mod.os, "replace", flaky_replace)
+    monkeypatch.setattr(os, "replace", flaky_replace)
     with pytest.raises(OSError, match="disk full"):
         export_bundle(artifact, data, out, _provenance(artifact_dir), views=TTA, force=True)
     monkeypatch.undo()

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from covid_sweep.artifact import ArtifactError, load_artifact, write_artifact
-from covid_sweep.config import build_config
-from covid_sweep.data import decode_resized, labels_for, load_split
-from covid_sweep.explain import explain
-from covid_sweep.export import export_torchscript, loading_code
-from covid_sweep.inference import predict_probs
-from covid_sweep.models import build_model
-from covid_sweep.predict import predict_split
-from covid_sweep.preprocessing import MEAN, STD, preprocessing_spec
+from covid_sweep.core.config import build_config
+from covid_sweep.data.layout import decode_resized, labels_for, load_split
+from covid_sweep.inference.explain import explain
+from covid_sweep.inference.export import export_torchscript, loading_code
+from covid_sweep.inference.predict import predict_split
+from covid_sweep.model.artifact import ArtifactError, load_artifact, write_artifact
+from covid_sweep.model.networks import build_model
+from covid_sweep.model.preprocessing import MEAN, STD, preprocessing_spec
+from covid_sweep.model.runtime import predict_probs
 
 CPU = torch.device("cpu")
 # a spec unlike today's defaults: other mean/std. Its size must be config.input_size (40): an artifact

@@ -9,12 +9,12 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from covid_sweep import paths
 from covid_sweep.cli import main
-from covid_sweep.data import DataError
-from covid_sweep.export import ExportError
-from covid_sweep.promote import PromotionError, best_finished_trial, export_best
-from covid_sweep.submission import read_submission
+from covid_sweep.core import paths
+from covid_sweep.data.layout import DataError
+from covid_sweep.inference.export import ExportError
+from covid_sweep.inference.submission import read_submission
+from covid_sweep.sweep.promote import PromotionError, best_finished_trial, export_best
 from covid_sweep.sweep.report import objective_line, status_table
 from covid_sweep.sweep.store import Store, StoreError
 

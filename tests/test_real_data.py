@@ -57,12 +57,12 @@ def test_real_trial_on_a_few_dozen_images_reproduces_its_val_accuracy(tmp_path):
     import numpy as np
     import torch
 
-    from covid_sweep.artifact import load_artifact
-    from covid_sweep.config import build_config
-    from covid_sweep.data import cached_images, load_split
-    from covid_sweep.inference import predict_probs
-    from covid_sweep.metrics import binary_metrics
-    from covid_sweep.trial import run_trial
+    from covid_sweep.core.config import build_config
+    from covid_sweep.core.metrics import binary_metrics
+    from covid_sweep.data.layout import cached_images, load_split
+    from covid_sweep.model.artifact import load_artifact
+    from covid_sweep.model.runtime import predict_probs
+    from covid_sweep.training.trial import run_trial
 
     rows = list(csv.DictReader((REAL_DATA / "train.csv").open()))
     subset = [r for r in rows if r["COVID"] == "0"][:24] + [r for r in rows if r["COVID"] == "1"][:24]

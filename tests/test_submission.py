@@ -11,11 +11,11 @@ import pytest
 from click.testing import CliRunner
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, roc_auc_score
 
-from covid_sweep import submission as sub
 from covid_sweep.cli import main
-from covid_sweep.data import DataError
-from covid_sweep.files import umask_mode
-from covid_sweep.submission import SubmissionError
+from covid_sweep.core.files import umask_mode
+from covid_sweep.data.layout import DataError
+from covid_sweep.inference import submission as sub
+from covid_sweep.inference.submission import SubmissionError
 
 IDS = ["a.png", "b.png", "c.png", "d.png", "e.png", "f.png"]
 TRUTH = [1, 0, 1, 1, 0, 0]

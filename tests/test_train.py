@@ -5,12 +5,12 @@ import pytest
 import torch
 from torch import nn
 
-from covid_sweep import inference
-from covid_sweep.config import build_config
-from covid_sweep.data import cached_images, load_split
-from covid_sweep.models import build_model
-from covid_sweep.preprocessing import to_model_input
-from covid_sweep.train import TrainingError, fit
+from covid_sweep.core.config import build_config
+from covid_sweep.data.layout import cached_images, load_split
+from covid_sweep.model import runtime as inference
+from covid_sweep.model.networks import build_model
+from covid_sweep.model.preprocessing import to_model_input
+from covid_sweep.training.train import TrainingError, fit
 
 
 def _model(seed: int = 0) -> nn.Module:
@@ -88,7 +88,7 @@ def test_history_has_every_metric_each_epoch(arrays):
 def test_early_stop_after_patience_epochs_without_improvement(arrays, monkeypatch):
     # val_loss scripted to get worse after epoch 1: BatchNorm statistics move even at a zero learning
     # rate, so a real val_loss can still improve by a hair
-    import covid_sweep.train as train_module
+    import covid_sweep.training.train as train_module
 
     losses, evaluate = iter([0.5 + 0.1 * i for i in range(10)]), train_module._evaluate
 

@@ -6,15 +6,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from covid_sweep import trial as trial_mod
-from covid_sweep.artifact import ArtifactError, load_artifact, write_dir_atomically
 from covid_sweep.cli import main
-from covid_sweep.config import ConfigError, build_config
-from covid_sweep.data import decode_resized, load_split
-from covid_sweep.inference import predict_probs
-from covid_sweep.tracking import Tracker, resolve_mode
-from covid_sweep.train import fit_folds
-from covid_sweep.trial import run_trial
+from covid_sweep.core.config import ConfigError, build_config
+from covid_sweep.data.layout import decode_resized, load_split
+from covid_sweep.model.artifact import ArtifactError, load_artifact, write_dir_atomically
+from covid_sweep.model.runtime import predict_probs
+from covid_sweep.tracking.tracker import Tracker, resolve_mode
+from covid_sweep.training import trial as trial_mod
+from covid_sweep.training.train import fit_folds
+from covid_sweep.training.trial import run_trial
 
 
 def test_trial_writes_a_reloadable_artifact(tiny_config_values, tmp_path, monkeypatch):
@@ -127,7 +127,7 @@ def test_train_cli_bad_value_is_one_clear_line(tiny_data):
 
 
 def test_k_fold_trial_is_an_ensemble_of_its_folds(tiny_config_values, tmp_path):
-    from covid_sweep.models import Ensemble
+    from covid_sweep.model.networks import Ensemble
 
     config = build_config({**tiny_config_values, "folds": 3})
     records = []
@@ -138,7 +138,7 @@ def test_k_fold_trial_is_an_ensemble_of_its_folds(tiny_config_values, tmp_path):
     assert loaded.metadata["validation"]["n_val"] == 24  # out-of-fold: every training image scored once
     images = decode_resized(load_split(config.data_dir, "train"), 32)
     x = torch.from_numpy(images[:5])
-    from covid_sweep.preprocessing import to_model_input
+    from covid_sweep.model.preprocessing import to_model_input
 
     with torch.no_grad():
         member_probs = torch.stack([torch.softmax(m(to_model_input(x)), 1)[:, 1] for m in loaded.model.members])
@@ -147,7 +147,7 @@ def test_k_fold_trial_is_an_ensemble_of_its_folds(tiny_config_values, tmp_path):
 
 
 def test_k_fold_needs_enough_images_per_class(tiny_config_values, tmp_path):
-    from covid_sweep.data import DataError
+    from covid_sweep.data.layout import DataError
 
     with pytest.raises(DataError, match="20 grouped folds need at least 20 groups holding class 0 \\(has 12\\)"):
         run_trial(build_config({**tiny_config_values, "folds": 20}), tmp_path / "m", progress=False)

@@ -9,12 +9,12 @@ import cv2
 import pytest
 from click.testing import CliRunner
 
-from covid_sweep.artifact import load_artifact
 from covid_sweep.cli import main
-from covid_sweep.config import build_config
-from covid_sweep.errors import UserError
-from covid_sweep.trial import run_trial
-from covid_sweep.tta_report import DEFAULT_VIEW_SETS, score_view_sets
+from covid_sweep.core.config import build_config
+from covid_sweep.core.errors import UserError
+from covid_sweep.inference.tta_report import DEFAULT_VIEW_SETS, score_view_sets
+from covid_sweep.model.artifact import load_artifact
+from covid_sweep.training.trial import run_trial
 
 
 def _identity(artifact_dir, data):

@@ -1,4 +1,4 @@
-"""The W&B seam (covid_sweep.wandb_api) against fake Api objects: no W&B server, no network.
+"""The W&B seam (covid_sweep.tracking.wandb_api) against fake Api objects: no W&B server, no network.
 
 The fakes mimic exactly the attributes and methods of wandb 0.31's public API that the seam uses:
 api.sweep/run/artifact, sweep.config/runs/best_run(), run.id/name/path/state/summary_metrics/
@@ -14,16 +14,16 @@ import cv2
 import numpy as np
 import pytest
 
-from covid_sweep import wandb_api
-from covid_sweep.artifact import write_artifact
-from covid_sweep.config import build_config
-from covid_sweep.data import DataError
-from covid_sweep.export import ExportError
-from covid_sweep.models import build_model
-from covid_sweep.promote import export_best
-from covid_sweep.submission import read_submission
-from covid_sweep.tracking import api_key_configured
-from covid_sweep.wandb_api import WandbError
+from covid_sweep.core.config import build_config
+from covid_sweep.data.layout import DataError
+from covid_sweep.inference.export import ExportError
+from covid_sweep.inference.submission import read_submission
+from covid_sweep.model.artifact import write_artifact
+from covid_sweep.model.networks import build_model
+from covid_sweep.sweep.promote import export_best
+from covid_sweep.tracking import wandb_api
+from covid_sweep.tracking.tracker import api_key_configured
+from covid_sweep.tracking.wandb_api import WandbError
 
 SWEEP = "ent/proj/swp1"
 

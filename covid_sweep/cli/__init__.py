@@ -7,7 +7,7 @@ import sys
 import click
 
 from covid_sweep import __version__
-from covid_sweep.errors import UserError
+from covid_sweep.core.errors import UserError
 
 
 class _Group(click.Group):

@@ -20,10 +20,10 @@ from covid_sweep.cli.options import resolve_data
               help="How many right and how many wrong predictions.")
 def explain(model_dir, data, out, labels, count) -> None:
     """Grad-CAM overlays of the most confident right and wrong test predictions."""
-    from covid_sweep.artifact import load_artifact
-    from covid_sweep.data import labels_for, load_split
-    from covid_sweep.errors import UserError
-    from covid_sweep.explain import explain as run
+    from covid_sweep.core.errors import UserError
+    from covid_sweep.data.layout import labels_for, load_split
+    from covid_sweep.inference.explain import explain as run
+    from covid_sweep.model.artifact import load_artifact
 
     data_dir = resolve_data(data)
     labels = labels or data_dir / "test_labels.csv"

@@ -43,8 +43,8 @@ def export_best(sweep, data, out, registry, home, tta, tta_views, force) -> None
 
     SWEEP is an embedded sweep id (see `covid-sweep status`) or a W&B sweep as entity/project/sweep_id.
     """
-    from covid_sweep.predict import views_for
-    from covid_sweep.promote import export_best as run_export
+    from covid_sweep.inference.predict import views_for
+    from covid_sweep.sweep.promote import export_best as run_export
 
     result = run_export(sweep, resolve_data(data), out, home=home, registry=registry, views=views_for(tta, tta_views),
                         force=force)
@@ -74,7 +74,7 @@ def export_best(sweep, data, out, registry, home, tta, tta_views, force) -> None
 @force_option
 def predict(model_dir, data, out, tta, tta_views, force) -> None:
     """Predict the test split of DATA with a model artifact: a validated submission in sample_submission order."""
-    from covid_sweep.predict import run_predict
+    from covid_sweep.inference.predict import run_predict
 
     prediction, submission, probs = run_predict(model_dir, resolve_data(data), out, tta=tta, views=tta_views,
                                                 force=force)
@@ -93,9 +93,9 @@ def predict(model_dir, data, out, tta, tta_views, force) -> None:
 def tta_report(model_dir, data, view_sets) -> None:
     """Score TTA view sets on the artifact's own validation images (out-of-fold for an ensemble),
     so --tta-views is chosen without touching test labels."""
-    from covid_sweep.artifact import load_artifact
-    from covid_sweep.predict import views_for
-    from covid_sweep.tta_report import DEFAULT_VIEW_SETS, score_view_sets
+    from covid_sweep.inference.predict import views_for
+    from covid_sweep.inference.tta_report import DEFAULT_VIEW_SETS, score_view_sets
+    from covid_sweep.model.artifact import load_artifact
 
     artifact = load_artifact(model_dir)
     data_dir = resolve_data(data) if data else artifact.config.data_dir
@@ -124,7 +124,7 @@ def _fmt(value) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
 def score(submission, labels, probs, as_json) -> None:
     """Score SUBMISSION (file_name,COVID[,prob]) against LABELS (file_name,COVID, e.g. test_labels.csv)."""
-    from covid_sweep.submission import score as run_score
+    from covid_sweep.inference.submission import score as run_score
 
     result = run_score(submission, labels, probs)
     if as_json:

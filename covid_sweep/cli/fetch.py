@@ -1,4 +1,4 @@
-"""fetch-data: parsing only; covid_sweep.fetch does the work."""
+"""fetch-data: parsing only; covid_sweep.data.fetch does the work."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from covid_sweep.fetch import BASE_URL_ENV, DATASETS, DEFAULT_BASE_URL, FetchError, fetch, summary
+from covid_sweep.data.fetch import BASE_URL_ENV, DATASETS, DEFAULT_BASE_URL, FetchError, fetch, summary
 
 
 @click.command("fetch-data")

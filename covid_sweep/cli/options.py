@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from covid_sweep.config import TrialConfig, build_config
-from covid_sweep.errors import UserError
+from covid_sweep.core.config import TrialConfig, build_config
+from covid_sweep.core.errors import UserError
 
 
 def trial_options(func):
@@ -52,7 +52,7 @@ def resolve_data(value: str) -> Path:
     """--data takes a folder in the competition layout or a known public data set's name (fetched once)."""
     if Path(value).is_dir():
         return Path(value)
-    from covid_sweep.fetch import resolve_data as fetch_or_find
+    from covid_sweep.data.fetch import resolve_data as fetch_or_find
 
     return fetch_or_find(value)
 

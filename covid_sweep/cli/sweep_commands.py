@@ -8,9 +8,9 @@ from pathlib import Path
 
 import click
 
-from covid_sweep import paths
 from covid_sweep.cli.options import home_option, resolve_data
-from covid_sweep.errors import UserError
+from covid_sweep.core import paths
+from covid_sweep.core.errors import UserError
 
 
 @click.command()

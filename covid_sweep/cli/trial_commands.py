@@ -7,17 +7,17 @@ from pathlib import Path
 
 import click
 
-from covid_sweep import paths
 from covid_sweep.cli.options import home_option, make_config, resolve_data, trial_options
-from covid_sweep.errors import UserError
+from covid_sweep.core import paths
+from covid_sweep.core.errors import UserError
 
 
 @click.command("check-data")
 @click.argument("data")
 def check_data(data: str) -> None:
     """Validate DATA (competition layout); print counts, the groups splits keep together, and leakage."""
-    from covid_sweep.data import CLASS_NAMES, check_readable, check_two_classes, load_split
-    from covid_sweep.leakage import leakage_report, report_lines
+    from covid_sweep.data.layout import CLASS_NAMES, check_readable, check_two_classes, load_split
+    from covid_sweep.data.leakage import leakage_report, report_lines
 
     data_dir = resolve_data(data)
     train, test = load_split(data_dir, "train"), load_split(data_dir, "test")
@@ -46,8 +46,8 @@ def check_data(data: str) -> None:
 @trial_options
 def train(data, home, out, wandb_mode, project, quiet, config_file, trial_values) -> None:
     """Run one training trial from TrialConfig flags and print where its model artifact is."""
-    from covid_sweep.tracking import Tracker
-    from covid_sweep.trial import run_trial
+    from covid_sweep.tracking.tracker import Tracker
+    from covid_sweep.training.trial import run_trial
 
     config = make_config(config_file, trial_values, resolve_data(data) if data else None)
     if config.data_dir is None:
@@ -74,7 +74,7 @@ def train(data, home, out, wandb_mode, project, quiet, config_file, trial_values
 @click.option("--backbone", "backbones", multiple=True, help="Backbone name, repeatable, or 'all'. Default all.")
 def prefetch_weights(backbones) -> None:
     """Download torchvision ImageNet weights into TORCH_HOME (for images and offline boxes)."""
-    from covid_sweep.models import BACKBONES, prefetch_weights as fetch
+    from covid_sweep.model.networks import BACKBONES, prefetch_weights as fetch
 
     names = [n.strip() for b in backbones for n in b.split(",") if n.strip()] or ["all"]
     names = list(BACKBONES) if "all" in names else names

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import signal
 
-from covid_sweep.states import TrialState
+from covid_sweep.core.states import TrialState
 from covid_sweep.sweep.store import Store, Sweep, Trial
 
 

@@ -14,11 +14,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from covid_sweep import paths, tracking
-from covid_sweep.states import ACTIVE, TrialState
+from covid_sweep.core import paths
+from covid_sweep.core.states import ACTIVE, TrialState
 from covid_sweep.sweep import engine, protocol
 from covid_sweep.sweep.launcher import ForkLauncher, TrialHandle
 from covid_sweep.sweep.store import Store, Sweep, Trial, process_start
+from covid_sweep.tracking.tracker import trial_process_env
 
 MAX_ATTEMPTS = 2  # an interrupted trial is retried once; interrupted again, it counts as failed
 MAX_EARLY_FAILURES = 5  # as `wandb agent`: this many trials in a row failing before any epoch end the sweep
@@ -117,7 +118,7 @@ class Controller:
     def launch(self, trial: Trial) -> Slot:
         log = self.home / "logs" / self.sweep.id / f"{trial.name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        env = tracking.trial_process_env(os.environ)
+        env = trial_process_env(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
         if self.agents > 1 and "OMP_NUM_THREADS" not in os.environ:
             # K trials sharing the CPU cores: oversubscribed intra-op threads slow every one of them

@@ -7,8 +7,8 @@ import warnings
 
 import numpy as np
 
-from covid_sweep.goals import reaches
-from covid_sweep.states import TrialState
+from covid_sweep.core.goals import reaches
+from covid_sweep.core.states import TrialState
 from covid_sweep.sweep.store import Store, Sweep, Trial
 
 with warnings.catch_warnings():

@@ -21,7 +21,7 @@ from covid_sweep.sweep.protocol import trial_main
 
 Entry = Callable[[list[str]], int]
 GUARD = "covid_sweep.sweep.forkserver_guard"
-AGENT_PRELOAD = ("covid_sweep.agent", "covid_sweep.sweep.child", "wandb")
+AGENT_PRELOAD = ("covid_sweep.sweep.agent", "covid_sweep.sweep.child", "wandb")
 
 
 def _run_entry(entry: Entry, argv: list[str], log: str, env: dict[str, str]) -> None:

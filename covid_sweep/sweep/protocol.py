@@ -1,7 +1,7 @@
 """The embedded protocol between the controller and a trial process: what starts a trial and what its argv says.
 
 The controller builds the argv with `embedded_argv` and has the launcher run `trial_main`; the trial
-entrypoint (covid_sweep.agent) reads it back with `parse`. Everything else the two sides share goes
+entrypoint (covid_sweep.sweep.agent) reads it back with `parse`. Everything else the two sides share goes
 through the store (sweep/child.py) and signals.
 """
 
@@ -43,6 +43,6 @@ def parse(argv: Sequence[str]) -> Invocation:
 def trial_main(argv: list[str]) -> int:
     """What the launcher runs in each forked trial process. The agent is imported here, not at the top:
     the controller that hands this function to the launcher never loads torch itself."""
-    from covid_sweep.agent import main
+    from covid_sweep.sweep.agent import main
 
     return main(argv)

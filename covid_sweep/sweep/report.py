@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
-from covid_sweep.goals import rank_key
+from covid_sweep.core.goals import rank_key
 from covid_sweep.sweep.store import Store, Sweep, Trial
 
 

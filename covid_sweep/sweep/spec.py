@@ -8,8 +8,8 @@ from typing import Any
 
 import yaml
 
-from covid_sweep.config import METRIC_GOALS, ConfigError, TrialConfig, build_config
-from covid_sweep.errors import UserError
+from covid_sweep.core.config import METRIC_GOALS, ConfigError, TrialConfig, build_config
+from covid_sweep.core.errors import UserError
 
 with warnings.catch_warnings():
     # sweeps 0.3.0 emits pydantic deprecation warnings on import

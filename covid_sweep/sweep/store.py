@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from covid_sweep.errors import UserError
-from covid_sweep.goals import improves
-from covid_sweep.states import ACTIVE, ENDED, TrialState
+from covid_sweep.core.errors import UserError
+from covid_sweep.core.goals import improves
+from covid_sweep.core.states import ACTIVE, ENDED, TrialState
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sweeps (

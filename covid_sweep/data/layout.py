@@ -1,0 +1,210 @@
+"""The competition layout: validation and a decoded-image cache.
+
+DATA/train.csv (file_name,COVID), DATA/train/<file_name>, DATA/test/<file_name>,
+DATA/sample_submission.csv (file_name,COVID).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+import cv2
+import numpy as np
+
+from covid_sweep.core.errors import UserError
+from covid_sweep.core.files import write_file_atomically
+from covid_sweep.core.paths import cache_root
+
+LABEL_COLUMN = "COVID"
+ID_COLUMN = "file_name"
+CLASS_NAMES = ("non-covid", "covid")
+
+
+class DataError(UserError, ValueError):
+    """The data set is not in the competition layout; the message names the file, row or column."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """One folder of images with its ids (and labels, where the CSV has true ones)."""
+
+    name: str
+    folder: Path
+    ids: tuple[str, ...]
+    labels: tuple[int, ...]
+
+    @property
+    def paths(self) -> list[Path]:
+        return [self.folder / i for i in self.ids]
+
+    def class_counts(self) -> dict[int, int]:
+        return {c: self.labels.count(c) for c in (0, 1)}
+
+
+def _check_file_name(name: str, csv_path: Path, row: int) -> str:
+    if not name:
+        raise DataError(f"{csv_path}: row {row}: empty {ID_COLUMN}")
+    pure = PurePosixPath(name)
+    if pure.is_absolute() or PureWindowsPath(name).is_absolute() or ".." in pure.parts or "\\" in name:
+        raise DataError(f"{csv_path}: row {row}: {ID_COLUMN} {name!r} escapes its image folder")
+    return name
+
+
+def _read_text(csv_path: Path) -> str:
+    try:
+        return csv_path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = csv_path.read_bytes()[:err.start].count(b"\n") + 1
+        raise DataError(f"{csv_path}: row {line}: not UTF-8 text (byte {err.object[err.start]:#04x}); "
+                        "save it as UTF-8") from None
+
+
+def read_label_csv(csv_path: Path, require_labels: bool = True) -> tuple[list[str], list[int]]:
+    """Read `file_name,COVID`; with require_labels the label must be 0 or 1 (a submission template may hold anything)."""
+    if not csv_path.is_file():
+        raise DataError(f"{csv_path}: file not found")
+    with io.StringIO(_read_text(csv_path), newline="") as fh:
+        reader = csv.DictReader(fh)
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+        for column in (ID_COLUMN, LABEL_COLUMN):
+            if column not in columns:
+                raise DataError(f"{csv_path}: missing column {column!r} (found {columns or 'no header'})")
+        reader.fieldnames = columns
+        ids, labels, seen = [], [], {}
+        for row_number, row in enumerate(reader, start=2):
+            name = _check_file_name((row[ID_COLUMN] or "").strip(), csv_path, row_number)
+            if name in seen:
+                raise DataError(f"{csv_path}: row {row_number}: duplicate {ID_COLUMN} {name!r} (first at row {seen[name]})")
+            seen[name] = row_number
+            raw = (row[LABEL_COLUMN] or "").strip()
+            if raw not in ("0", "1"):
+                if require_labels:
+                    raise DataError(f"{csv_path}: row {row_number}: {LABEL_COLUMN} must be 0 or 1, got {raw!r}")
+                raw = "0"
+            ids.append(name)
+            labels.append(int(raw))
+    if not ids:
+        raise DataError(f"{csv_path}: no rows")
+    return ids, labels
+
+
+def _check_images(folder: Path, ids: list[str], csv_path: Path) -> None:
+    if not folder.is_dir():
+        raise DataError(f"{folder}: image folder not found")
+    root = folder.resolve()
+    for name in ids:
+        path = folder / name
+        if root not in path.resolve().parents:
+            raise DataError(f"{csv_path}: {ID_COLUMN} {name!r} escapes {folder}")
+        if not path.is_file():
+            raise DataError(f"{path}: image listed in {csv_path.name} not found")
+        if path.stat().st_size == 0:
+            raise DataError(f"{path}: image file is empty")
+
+
+def load_split(data_dir: Path, name: str) -> Split:
+    """name is 'train' (train.csv, labels required) or 'test' (sample_submission.csv, ids only)."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(f"{data_dir}: data directory not found")
+    csv_name = "train.csv" if name == "train" else "sample_submission.csv"
+    csv_path = data_dir / csv_name
+    ids, labels = read_label_csv(csv_path, require_labels=name == "train")
+    folder = data_dir / name
+    _check_images(folder, ids, csv_path)
+    return Split(name=name, folder=folder, ids=tuple(ids), labels=tuple(labels))
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Any PNG/JPEG (gray, RGB, RGBA, 16-bit) -> HxWx3 uint8 RGB."""
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise DataError(f"{path}: unreadable image (not a PNG/JPEG OpenCV can decode)")
+    if _jpeg_cut_off(path):
+        raise DataError(f"{path}: truncated JPEG (no end-of-image marker; OpenCV would fill the rest with grey)")
+    if image.dtype != np.uint8:
+        # 16-bit CT exports: rescale the full range instead of clipping to 255
+        image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _jpeg_cut_off(path: Path) -> bool:
+    """OpenCV decodes a cut-off JPEG without an error. A whole one ends with the EOI marker; for the rare
+    file with bytes after it, Pillow's full decode (which raises on truncation) decides."""
+    with open(path, "rb") as fh:
+        if fh.read(2) != b"\xff\xd8":
+            return False
+        fh.seek(max(2, path.stat().st_size - 4096))
+        if fh.read().rstrip(b"\0 \t\r\n").endswith(b"\xff\xd9"):
+            return False
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except (OSError, SyntaxError):
+        return True
+    return False
+
+
+def check_two_classes(split: Split) -> None:
+    """A train set every trial would fail on: refuse it up front, not once per trial."""
+    counts = split.class_counts()
+    if min(counts.values()) < 2:
+        raise DataError(f"{split.folder.parent / 'train.csv'}: each class needs at least 2 images "
+                        f"(has {', '.join(f'{CLASS_NAMES[c]} {n}' for c, n in counts.items())})")
+
+
+def check_readable(split: Split) -> None:
+    for path in split.paths:
+        read_image(path)
+
+
+def labels_for(split: Split, labels_csv: Path) -> np.ndarray:
+    """The label of every image of split, in its order, from a file_name,COVID file (e.g. test_labels.csv)."""
+    ids, labels = read_label_csv(labels_csv)
+    known = dict(zip(ids, labels))
+    missing = [i for i in split.ids if i not in known]
+    if missing:
+        raise DataError(f"{labels_csv}: no label for {len(missing)} image(s) of {split.folder}, e.g. {missing[0]!r}")
+    return np.array([known[i] for i in split.ids])
+
+
+def fingerprint(split: Split) -> str:
+    """Content hash of the ids and image bytes: any changed, added or removed image changes it."""
+    digest = hashlib.sha256()
+    for name, path in zip(split.ids, split.paths):
+        digest.update(name.encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
+def decode_resized(split: Split, size: int) -> np.ndarray:
+    out = np.empty((len(split.ids), size, size, 3), dtype=np.uint8)
+    for i, path in enumerate(split.paths):
+        out[i] = cv2.resize(read_image(path), (size, size), interpolation=cv2.INTER_AREA)
+    return out
+
+
+def cached_images(split: Split, size: int, cache_dir: Path | None = None, key: str | None = None) -> np.ndarray:
+    """Decoded, resized uint8 images (N, size, size, 3), memory-mapped from an on-disk cache.
+
+    Keyed by (content fingerprint, size): reused across trials and agents, rebuilt when the data
+    changes. Two agents building it at once each write a private temp file and rename it into place,
+    so a reader never sees a partial file. `key` is the split's fingerprint when the caller has it.
+    """
+    cache_dir = Path(cache_dir) if cache_dir else cache_root() / "decoded"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    target = cache_dir / f"{split.name}-{key or fingerprint(split)}-{size}.npy"
+    if not target.exists():
+        array = decode_resized(split, size)
+        write_file_atomically(target, lambda fh: np.save(fh, array), binary=True)
+    return np.load(target, mmap_mode="r")

@@ -1,0 +1,75 @@
+"""The export folder: submission, probabilities, model/ and model card, built beside OUT and installed."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from covid_sweep.core.files import install_entries, publish_dir, staged_dir
+from covid_sweep.inference.estimate import EstimateVsTest, estimate_vs_test
+from covid_sweep.inference.export.errors import ExportError
+from covid_sweep.inference.export.gradcam import explain_if_labelled
+from covid_sweep.inference.export.model_card import Provenance, model_card
+from covid_sweep.inference.export.torchscript import write_model_dir
+from covid_sweep.inference.predict import Prediction, predict_split, sample_ids
+from covid_sweep.inference.submission import probabilities_text, submission_text
+from covid_sweep.model.artifact import LoadedArtifact
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    out_dir: Path
+    prediction: Prediction
+    files: tuple[str, ...]
+    estimate: EstimateVsTest
+
+
+def check_out_dir(out_dir: Path, force: bool) -> None:
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"{out_dir}: exists and is not a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        raise ExportError(f"{out_dir}: not empty; pass --force to replace the exported files in it")
+
+
+def install(staging: Path, out_dir: Path, force: bool) -> None:
+    """Move the staged entries into out_dir. A new or empty out_dir is one rename. With force, each entry
+    it already has is first moved aside and only deleted once every new entry is in place; on any error
+    the old entries are put back. Entries of out_dir we do not write are left alone."""
+    check_out_dir(out_dir, force)
+    if not out_dir.exists() or not any(out_dir.iterdir()):
+        if out_dir.exists():
+            out_dir.rmdir()
+        publish_dir(staging, out_dir)
+        return
+    install_entries(staging, out_dir, replace=True)
+
+
+def export_bundle(artifact: LoadedArtifact, data_dir: Path, out_dir: Path, provenance: Provenance,
+                  views: Sequence[str], force: bool = False,
+                  before_install: Callable[[], None] | None = None) -> ExportResult:
+    """OUT/submission.csv, probabilities.csv, model/, model_card.md; all built beside OUT, then moved in.
+
+    `before_install` runs once everything is built and checked, just before OUT changes (promotion
+    goes there: if it fails, OUT is untouched)."""
+    out_dir = Path(out_dir)
+    check_out_dir(out_dir, force)
+    expected = sample_ids(data_dir)
+    prediction = predict_split(artifact, data_dir, "test", views)
+    # validated before anything is written
+    submission = submission_text(prediction.ids, prediction.labels.tolist(), expected)
+    probabilities = probabilities_text(prediction.ids, prediction.probs)
+    with staged_dir(out_dir) as staging:
+        (staging / "submission.csv").write_text(submission)
+        (staging / "probabilities.csv").write_text(probabilities)
+        write_model_dir(artifact, staging / "model")
+        explained = explain_if_labelled(artifact, data_dir, staging / "explain")
+        estimate = estimate_vs_test(artifact, data_dir, prediction)
+        (staging / "model_card.md").write_text(model_card(artifact, provenance, prediction, explained, estimate))
+        files = tuple(sorted(os.listdir(staging)))
+        if before_install is not None:
+            before_install()
+        install(staging, out_dir, force)
+    return ExportResult(out_dir=out_dir, prediction=prediction, files=files, estimate=estimate)

@@ -1,0 +1,2 @@
+"""Model: networks, the device/precision/forward helpers, preprocessing and the saved artifact.
+Imports core and data."""

@@ -1,0 +1,152 @@
+"""The model artifact as a local directory: everything a prediction needs, written atomically.
+
+    model.safetensors   weights of the best epoch
+    config.json         the TrialConfig that made them
+    metrics.json        best validation metrics, decision threshold, per-epoch history
+    metadata.json       class map, preprocessing, data fingerprint, versions
+    manifest.json       sha256 of the four files above, written last and checked on every load
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from covid_sweep import __version__
+from covid_sweep.core.config import TrialConfig, build_config
+from covid_sweep.core.errors import UserError
+from covid_sweep.core.files import publish_dir, staged_dir
+from covid_sweep.data.layout import CLASS_NAMES
+from covid_sweep.model.networks import build_for_folds
+from covid_sweep.model.preprocessing import Preprocessing, PreprocessingError, preprocessing_spec
+
+WEIGHTS = "model.safetensors"
+FILES = (WEIGHTS, "config.json", "metrics.json", "metadata.json")
+MANIFEST = "manifest.json"  # sha256 of each of FILES, written last
+
+
+class ArtifactError(UserError, ValueError):
+    """A model artifact directory is missing or incomplete."""
+
+
+@dataclass
+class LoadedArtifact:
+    path: Path
+    config: TrialConfig
+    metrics: dict
+    metadata: dict
+    model: torch.nn.Module
+
+    @property
+    def threshold(self) -> float:
+        return float(self.metrics.get("threshold", 0.5))
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """What training did to each image (metadata.json); every prediction from this artifact repeats it.
+        An artifact that recorded none (written by hand) gets what training does for its input size."""
+        return Preprocessing.from_spec(self.metadata.get("preprocessing") or preprocessing_spec(self.config.input_size))
+
+
+def _dump(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2, default=str, allow_nan=True) + "\n")
+
+
+def write_dir_atomically(target: Path, fill) -> Path:
+    """Build the directory under a temporary name beside `target`, then rename: never half a directory."""
+    target = Path(target)
+    if target.exists():
+        raise ArtifactError(f"{target}: already exists; refusing to overwrite")
+    with staged_dir(target) as tmp:
+        fill(tmp)
+        publish_dir(tmp, target)
+    return target
+
+
+def write_artifact(target: Path, state: dict, config: TrialConfig, metrics: dict, metadata: dict) -> Path:
+    metadata = {"class_map": dict(enumerate(CLASS_NAMES)), "covid_sweep_version": __version__,
+                "torch_version": torch.__version__, **metadata}
+
+    def fill(tmp: Path) -> None:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / WEIGHTS))
+        (tmp / "config.json").write_text(config.to_json() + "\n")
+        _dump(tmp / "metrics.json", metrics)
+        _dump(tmp / "metadata.json", metadata)
+        write_manifest(tmp)
+
+    return write_dir_atomically(target, fill)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path) -> None:
+    """Written last: the sha256 of every file, so a load can tell a whole artifact from an edited one."""
+    _dump(folder / MANIFEST, {"sha256": {name: _sha256(folder / name) for name in FILES}})
+
+
+def verify_manifest(path: Path) -> None:
+    """Every file as it was written, else a one-line error naming the first that differs."""
+    listed = _read_json(path / MANIFEST).get("sha256")
+    if not isinstance(listed, dict) or set(listed) != set(FILES):
+        raise ArtifactError(f"{path / MANIFEST}: not a manifest of {', '.join(FILES)}")
+    for name in FILES:
+        if _sha256(path / name) != listed[name]:
+            raise ArtifactError(f"{path / name}: changed since the artifact was written (sha256 differs from "
+                                f"{MANIFEST}); re-export or retrain rather than edit an artifact")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ArtifactError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise ArtifactError(f"{path}: expected a JSON object")
+    return value
+
+
+def _load_weights(path: Path, config: TrialConfig, device) -> torch.nn.Module:
+    model = build_for_folds(config.backbone, False, config.folds)
+    try:
+        model.load_state_dict(load_file(str(path / WEIGHTS), device=str(device)))
+    except (SafetensorError, OSError, RuntimeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ArtifactError(f"{path / WEIGHTS}: unreadable or not weights of a {config.backbone} "
+                            f"(folds={config.folds}): {first}") from None
+    return model.to(device).eval()
+
+
+def load_artifact(path: Path, device: str | torch.device = "cpu") -> LoadedArtifact:
+    path = Path(path)
+    if not path.is_dir():
+        raise ArtifactError(f"{path}: model artifact directory not found")
+    missing = [name for name in FILES if not (path / name).is_file()]
+    if missing:
+        raise ArtifactError(f"{path}: incomplete model artifact, missing {', '.join(missing)}")
+    if (path / MANIFEST).exists():  # artifacts written before manifests existed still load, checked below
+        verify_manifest(path)
+    config = build_config(_read_json(path / "config.json"), source=str(path / "config.json"))
+    metadata = _read_json(path / "metadata.json")
+    recorded_size = metadata.get("preprocessing", {}).get("resize")
+    if recorded_size is not None and list(recorded_size) != [config.input_size] * 2:
+        raise ArtifactError(f"{path / 'config.json'}: input_size {config.input_size} contradicts the preprocessing "
+                            f"in {path / 'metadata.json'} (resize {recorded_size})")
+    loaded = LoadedArtifact(path=path, config=config, model=_load_weights(path, config, device),
+                            metrics=_read_json(path / "metrics.json"), metadata=metadata)
+    try:
+        loaded.preprocessing  # a spec this version cannot reproduce fails here, at load, naming the file
+    except (PreprocessingError, KeyError, TypeError, ValueError) as err:
+        raise ArtifactError(f"{path / 'metadata.json'}: {err}") from None
+    return loaded

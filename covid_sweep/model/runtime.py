@@ -1,0 +1,61 @@
+"""Device, precision and batched probabilities: what training's validation and every prediction share.
+
+Prediction, explanation and promotion import this, never the training loop.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from covid_sweep.core.errors import UserError
+from covid_sweep.model.preprocessing import MEAN, STD, to_model_input
+
+
+class DeviceError(UserError, RuntimeError):
+    """The device asked for is not available on this machine."""
+
+
+def pick_device(name: str | torch.device | None = "auto") -> torch.device:
+    """auto (or None) -> cuda when available, else cpu; an explicit cuda without CUDA is an error."""
+    if name is None or str(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(name).startswith("cuda") and not torch.cuda.is_available():
+        raise DeviceError(f"device={name} was asked for but CUDA is not available")
+    return torch.device(name)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 matmuls/convs run in hardware on this device.
+
+    Without it (a CPU lacking AVX512-BF16/AMX) autocast emulates bf16 and is slower than fp32.
+    """
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
+def bf16_autocast(device: torch.device, enabled: bool = True):
+    # bf16 keeps fp32's exponent range, so unlike fp16 it needs no loss scaling
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled and native_bf16(device))
+
+
+@torch.no_grad()
+def predict_probs(model: nn.Module, images: np.ndarray, batch_size: int, device: torch.device,
+                  mean=MEAN, std=STD) -> np.ndarray:
+    """P(COVID) for uint8 images (N, H, W, 3) already at the model's input size, in fp32 on every device:
+    validation, predict and the exported TorchScript model all give the same numbers."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        # np.require copies only a read-only (memory-mapped) slice, which torch will not wrap
+        batch = torch.from_numpy(np.require(images[start:start + batch_size], requirements=["W", "C"])).to(device)
+        logits = model(to_model_input(batch, mean, std))
+        out.append(torch.softmax(logits.float(), dim=1)[:, 1].cpu())
+    return torch.cat(out).numpy()

@@ -1,0 +1,133 @@
+"""Promotion: the best *finished* trial of a sweep becomes `best`, and export-best runs its prediction job.
+
+Embedded sweeps (a bare id): the SQLite store's alias `best` moves to the winner.
+W&B sweeps (entity/project/sweep_id): alias `best` on the winner's model artifact (taken off the
+sweep's other model artifacts) and a link into a registry collection; all through `wandb_api`.
+Running, failed, stopped or interrupted trials are never promoted.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from covid_sweep.core import paths
+from covid_sweep.core.errors import UserError
+from covid_sweep.core.goals import rank_key
+from covid_sweep.core.states import TrialState
+from covid_sweep.inference.export import ExportResult, Provenance, check_out_dir, export_bundle
+from covid_sweep.inference.predict import NO_TTA, check_views
+from covid_sweep.model.artifact import load_artifact
+from covid_sweep.model.runtime import pick_device
+from covid_sweep.sweep.store import Store, Sweep, Trial
+from covid_sweep.tracking import wandb_api
+
+BEST = "best"
+
+
+class PromotionError(UserError, LookupError):
+    """No trial of the sweep can be promoted (none finished, no metric, artifact gone)."""
+
+
+@dataclass
+class ExportBestResult:
+    export: ExportResult
+    provenance: Provenance
+    previous: str | None = None  # the trial/artifact that held `best` before, where known
+    recorded: list[str] = field(default_factory=list)
+
+
+def best_finished_trial(store: Store, sweep: Sweep) -> Trial:
+    """The finished trial with the best value of the sweep's metric (ties: the earlier trial)."""
+    if not sweep.metric:
+        raise PromotionError(f"sweep {sweep.id}: has no metric; cannot tell the best trial")
+    trials = store.trials(sweep.id)
+    finished = [t for t in trials if t.state == TrialState.FINISHED and t.best is not None]
+    if not finished:
+        states = ", ".join(f"{n} {s}" for s, n in sorted(Counter(t.state for t in trials).items())) or "no trials"
+        raise PromotionError(f"sweep {sweep.id}: no finished trial with a {sweep.metric} value to promote ({states})")
+    best = min(finished, key=lambda t: (rank_key(t.best, sweep.goal), t.id))
+    if not best.artifact or not Path(best.artifact).is_dir():
+        raise PromotionError(f"sweep {sweep.id}: best finished trial {best.name} has no model artifact "
+                             f"(expected at {best.artifact or 'an unrecorded path'})")
+    return best
+
+
+def promote_in_store(store: Store, sweep: Sweep, trial: Trial) -> str | None:
+    """Move alias `best` to `trial`; returns the name of the other trial that held it before, if any."""
+    previous = store.alias(sweep.id, BEST)
+    store.set_alias(sweep.id, BEST, trial.id)
+    return store.trial(previous).name if previous is not None and previous != trial.id else None
+
+
+def open_existing_store(home: Path) -> Store:
+    path = paths.store_path(home)
+    if not path.is_file():
+        raise PromotionError(f"{path}: no embedded sweep store here; pass --home (or set $COVID_SWEEP_HOME) "
+                             "to where `covid-sweep sweep` ran, or give a W&B sweep as entity/project/sweep_id")
+    return Store(path, create=False)
+
+
+def export_best(sweep: str, data_dir: Path, out_dir: Path, *, home: Path | None = None, registry: str | None = None,
+                views: Sequence[str] = NO_TTA, force: bool = False, api=None,
+                device: str | None = None) -> ExportBestResult:
+    """Pick the best finished trial, build the export (validated submission, model, card) beside OUT,
+    record the promotion, then move the export into OUT. Any error before the move leaves OUT and the
+    promotion as they were."""
+    check_out_dir(Path(out_dir), force)
+    views = check_views(views)
+    root = paths.home(home)
+    if wandb_api.is_wandb_path(sweep):
+        return _export_best_wandb(sweep, data_dir, out_dir, root, registry, views, force, api, device)
+    if registry:
+        raise PromotionError(f"--registry links a W&B model artifact; sweep {sweep!r} is an embedded one "
+                             "(give a W&B sweep as entity/project/sweep_id)")
+    return _export_best_local(sweep, data_dir, out_dir, root, views, force, device)
+
+
+def _export_best_local(sweep_id, data_dir, out_dir, root, views, force, device) -> ExportBestResult:
+    store = open_existing_store(root)
+    try:
+        sweep = store.sweep(sweep_id)
+        trial = best_finished_trial(store, sweep)
+        artifact = load_artifact(Path(trial.artifact), device=pick_device(device))
+        provenance = Provenance(sweep_id=sweep.id, trial_id=trial.name, source=f"embedded store {store.path}",
+                                artifact=str(trial.artifact), metric=sweep.metric, goal=sweep.goal, value=trial.best,
+                                promotion=f"alias '{BEST}' of sweep {sweep.id} in {store.path}")
+        result = ExportBestResult(export=None, provenance=provenance)  # type: ignore[arg-type]
+
+        def record() -> None:
+            result.previous = promote_in_store(store, sweep, trial)
+            result.recorded.append(f"alias '{BEST}' -> trial {trial.name} in {store.path}")
+
+        result.export = export_bundle(artifact, data_dir, out_dir, provenance, views, force,
+                                      before_install=record)
+        return result
+    finally:
+        store.close()
+
+
+def _export_best_wandb(sweep_path, data_dir, out_dir, root, registry, views, force, api, device) -> ExportBestResult:
+    sweep_path = wandb_api.check_sweep_path(sweep_path)
+    if registry:
+        registry = wandb_api.registry_path(registry)
+    api = api if api is not None else wandb_api.connect()
+    run = wandb_api.best_finished_run(api, sweep_path)
+    model = wandb_api.model_artifact(api, run.path)
+    local = wandb_api.download_artifact(api, model.name, root / "artifacts" / "wandb" / model.name.replace(":", "-"))
+    artifact = load_artifact(local, device=pick_device(device))
+    provenance = Provenance(sweep_id=sweep_path, trial_id=run.id, source=f"W&B run {run.path} ({run.name})",
+                            artifact=model.name, metric=run.metric, goal=run.goal, value=run.value,
+                            promotion=f"alias '{BEST}' on {model.name}" + (f"; linked into {registry}" if registry else ""))
+    result = ExportBestResult(export=None, provenance=provenance)  # type: ignore[arg-type]
+
+    def record() -> None:
+        result.recorded.extend(wandb_api.promote_artifact(api, model.name, BEST, registry))
+        removed = wandb_api.demote_others(api, sweep_path, keep=model.name, alias=BEST)
+        result.previous = ", ".join(removed) or None
+        result.recorded.extend(f"alias '{BEST}' removed from {name}" for name in removed)
+
+    result.export = export_bundle(artifact, data_dir, out_dir, provenance, views, force, before_install=record)
+    return result

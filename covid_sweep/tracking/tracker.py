@@ -1,0 +1,153 @@
+"""The one module that talks to wandb: init, per-epoch logs, summaries, plots, model artifacts."""
+
+from __future__ import annotations
+
+import math
+import netrc
+import os
+import warnings
+from pathlib import Path
+from typing import Literal, Mapping
+from urllib.parse import urlparse
+
+import numpy as np
+
+from covid_sweep.tracking.wandb_api import TRIAL_STATE_KEY
+
+Mode = Literal["online", "offline", "disabled"]
+DEFAULT_PROJECT = "covid-sweep"
+
+
+def _wandb():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import wandb
+    return wandb
+
+
+def api_key_configured() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
+def resolve_mode(explicit: str | None = None) -> Mode:
+    """Explicit choice, else WANDB_MODE, else online only when an API key is configured."""
+    mode = explicit or os.environ.get("WANDB_MODE")
+    if mode in ("online", "offline", "disabled"):
+        return mode  # type: ignore[return-value]
+    if mode == "dryrun":
+        return "offline"
+    if mode:
+        raise ValueError(f"W&B mode {mode!r}: expected online, offline or disabled")
+    return "online" if api_key_configured() else "offline"
+
+
+def agent_sweep_id(default: str = "runs") -> str:
+    """The sweep id `wandb agent` gives its trial processes (WANDB_SWEEP_ID), else `default`."""
+    return os.environ.get("WANDB_SWEEP_ID", default)
+
+
+def embedded_trial_mode() -> str:
+    """Embedded trials log offline unless the controller's environment says otherwise."""
+    return os.environ.get("WANDB_MODE", "offline")
+
+
+def trial_process_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment of an embedded trial process: the controller's, without its wandb service
+    (a child must start its own) and offline unless WANDB_MODE says otherwise."""
+    env = {k: v for k, v in environ.items() if k != "WANDB_SERVICE"}
+    env.setdefault("WANDB_MODE", "offline")
+    return env
+
+
+def _scalar(value):
+    if isinstance(value, (np.floating, np.integer)):
+        value = value.item()
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+class Tracker:
+    """A W&B run for one trial. With mode=disabled every call is a cheap no-op inside wandb itself."""
+
+    def __init__(self, run, mode: Mode):
+        self.run = run
+        self.mode = mode
+
+    @classmethod
+    def start(cls, *, mode: str | None, directory: Path, config: dict | None = None, project: str | None = None,
+              name: str | None = None, group: str | None = None, tags: list[str] | None = None) -> "Tracker":
+        wandb = _wandb()
+        resolved = resolve_mode(mode)
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        run = wandb.init(
+            mode=resolved, dir=str(directory), config=config,
+            project=project or os.environ.get("WANDB_PROJECT", DEFAULT_PROJECT),
+            name=name, group=group, tags=tags, job_type="trial",
+            settings=wandb.Settings(console="off", quiet=True, x_disable_stats=True),
+        )
+        return cls(run, resolved)
+
+    @property
+    def params(self) -> dict:
+        """wandb.config as a plain dict: under `wandb agent` these are the sweep's suggestions."""
+        return {k: v for k, v in dict(self.run.config).items() if not k.startswith("_")}
+
+    @property
+    def run_id(self) -> str:
+        return self.run.id
+
+    def record_trial_state(self, state: str) -> None:
+        """Summary key wandb_api reads: a hyperband-stopped trial also exits 0, so W&B alone says "finished"."""
+        self.run.summary[TRIAL_STATE_KEY] = str(state)
+
+    def record_config(self, config: dict) -> None:
+        # under a sweep the suggested keys are locked; this only adds the defaults the sweep didn't set
+        self.run.config.update(config, allow_val_change=False)
+
+    def log_epoch(self, record: dict) -> None:
+        """One log call per epoch, so hyperband counts one iteration per epoch."""
+        self.run.log({k: _scalar(v) for k, v in record.items()}, step=int(record["epoch"]))
+
+    def summarize(self, best: dict, monitor: str, extra: dict | None = None) -> None:
+        # best_run() sorts by the *summary* value of the sweep metric: it must hold the best, not the last.
+        # wandb keeps the last epoch's row pending (step=epoch) and applies it to the summary when it is
+        # flushed, over whatever was written in between: flush it first.
+        self.run.log({}, commit=True)
+        for key, value in best.items():
+            self.run.summary[f"best_{key}"] = _scalar(value)
+        if monitor in best:
+            self.run.summary[monitor] = _scalar(best[monitor])
+        for key, value in (extra or {}).items():
+            self.run.summary[key] = _scalar(value)
+
+    def log_evaluation(self, y_true: np.ndarray, probs: np.ndarray, threshold: float) -> None:
+        if np.isnan(probs).any():
+            return
+        # imported here: the controller imports this module for its env rules, without cv2 and sklearn
+        from covid_sweep.data.layout import CLASS_NAMES
+
+        wandb = _wandb()
+        y_true = [int(v) for v in y_true]
+        preds = [int(p >= threshold) for p in probs]
+        two_col = [[1 - float(p), float(p)] for p in probs]
+        self.run.log({
+            "confusion_matrix": wandb.plot.confusion_matrix(y_true=y_true, preds=preds, class_names=list(CLASS_NAMES)),
+            "roc": wandb.plot.roc_curve(y_true, two_col, labels=list(CLASS_NAMES)),
+        })
+
+    def log_model(self, artifact_dir: Path, name: str, metadata: dict, aliases: list[str] | None = None):
+        wandb = _wandb()
+        artifact = wandb.Artifact(name=name, type="model", metadata=metadata)
+        artifact.add_dir(str(artifact_dir))
+        return self.run.log_artifact(artifact, aliases=aliases or ["latest"])
+
+    def finish(self, exit_code: int = 0) -> None:
+        self.run.finish(exit_code=exit_code)
+        # WANDB_* settings are read once per process: a clean teardown lets the next in-process trial start fresh
+        _wandb().teardown()
