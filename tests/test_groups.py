@@ -56,7 +56,7 @@ def test_groups_csv_needs_its_columns_and_utf8(tiny_data):
     with pytest.raises(DataError, match=r"groups.csv: missing column 'group' \(found \['file_name', 'patient'\]\)"):
         read_groups_csv(tiny_data / GROUPS_CSV, train)
     (tiny_data / GROUPS_CSV).write_bytes(b"file_name,group\n0.png,\xff\xfe\n")
-    with pytest.raises(DataError, match="groups.csv: not UTF-8"):
+    with pytest.raises(DataError, match="groups.csv: row 2: not UTF-8 text"):
         read_groups_csv(tiny_data / GROUPS_CSV, train)
 
 

@@ -13,7 +13,6 @@ them measures memory, not generalisation. Groups come from, in order of trust:
 
 from __future__ import annotations
 
-import csv
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from covid_sweep.data.layout import ID_COLUMN, DataError, Split, cached_images
+from covid_sweep.data.layout import ID_COLUMN, DataError, Split, cached_images, read_csv_rows
 
 GROUPS_CSV = "groups.csv"
 GROUP_COLUMN = "group"
@@ -66,19 +65,8 @@ class Groups:
 
 def read_groups_csv(path: Path, train: Split) -> tuple[str, ...]:
     """The group of every train image, in train.csv order; every train file exactly once, nothing else."""
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            columns = [c.strip() for c in (reader.fieldnames or [])]
-            for column in (ID_COLUMN, GROUP_COLUMN):
-                if column not in columns:
-                    raise DataError(f"{path}: missing column {column!r} (found {columns or 'no header'})")
-            reader.fieldnames = columns
-            rows = list(enumerate(reader, start=2))
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     known, found = set(train.ids), {}
-    for row_number, row in rows:
+    for row_number, row in read_csv_rows(path, (ID_COLUMN, GROUP_COLUMN)):
         name, group = (row[ID_COLUMN] or "").strip(), (row[GROUP_COLUMN] or "").strip()
         if name not in known:
             raise DataError(f"{path}: row {row_number}: {ID_COLUMN} {name!r} is not in train.csv")

@@ -63,30 +63,35 @@ def _read_text(csv_path: Path) -> str:
                         "save it as UTF-8") from None
 
 
+def read_csv_rows(csv_path: Path, columns: tuple[str, ...]) -> list[tuple[int, dict]]:
+    """(row number, row) of a UTF-8 CSV with a header holding `columns` (names stripped of blanks)."""
+    with io.StringIO(_read_text(csv_path), newline="") as fh:
+        reader = csv.DictReader(fh)
+        found = [c.strip() for c in (reader.fieldnames or [])]
+        for column in columns:
+            if column not in found:
+                raise DataError(f"{csv_path}: missing column {column!r} (found {found or 'no header'})")
+        reader.fieldnames = found
+        return list(enumerate(reader, start=2))
+
+
 def read_label_csv(csv_path: Path, require_labels: bool = True) -> tuple[list[str], list[int]]:
     """Read `file_name,COVID`; with require_labels the label must be 0 or 1 (a submission template may hold anything)."""
     if not csv_path.is_file():
         raise DataError(f"{csv_path}: file not found")
-    with io.StringIO(_read_text(csv_path), newline="") as fh:
-        reader = csv.DictReader(fh)
-        columns = [c.strip() for c in (reader.fieldnames or [])]
-        for column in (ID_COLUMN, LABEL_COLUMN):
-            if column not in columns:
-                raise DataError(f"{csv_path}: missing column {column!r} (found {columns or 'no header'})")
-        reader.fieldnames = columns
-        ids, labels, seen = [], [], {}
-        for row_number, row in enumerate(reader, start=2):
-            name = _check_file_name((row[ID_COLUMN] or "").strip(), csv_path, row_number)
-            if name in seen:
-                raise DataError(f"{csv_path}: row {row_number}: duplicate {ID_COLUMN} {name!r} (first at row {seen[name]})")
-            seen[name] = row_number
-            raw = (row[LABEL_COLUMN] or "").strip()
-            if raw not in ("0", "1"):
-                if require_labels:
-                    raise DataError(f"{csv_path}: row {row_number}: {LABEL_COLUMN} must be 0 or 1, got {raw!r}")
-                raw = "0"
-            ids.append(name)
-            labels.append(int(raw))
+    ids, labels, seen = [], [], {}
+    for row_number, row in read_csv_rows(csv_path, (ID_COLUMN, LABEL_COLUMN)):
+        name = _check_file_name((row[ID_COLUMN] or "").strip(), csv_path, row_number)
+        if name in seen:
+            raise DataError(f"{csv_path}: row {row_number}: duplicate {ID_COLUMN} {name!r} (first at row {seen[name]})")
+        seen[name] = row_number
+        raw = (row[LABEL_COLUMN] or "").strip()
+        if raw not in ("0", "1"):
+            if require_labels:
+                raise DataError(f"{csv_path}: row {row_number}: {LABEL_COLUMN} must be 0 or 1, got {raw!r}")
+            raw = "0"
+        ids.append(name)
+        labels.append(int(raw))
     if not ids:
         raise DataError(f"{csv_path}: no rows")
     return ids, labels
