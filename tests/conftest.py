@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import time
 from pathlib import Path
 
 import cv2
@@ -10,6 +11,16 @@ import numpy as np
 import pytest
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "covid-ct"
+
+
+def wait_for(condition, timeout: float = 30.0) -> bool:
+    """Poll condition every 50 ms until it holds (True) or timeout seconds pass (False)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
 
 
 @pytest.fixture(autouse=True)

@@ -4,12 +4,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import fake_trial
 import pytest
 from click.testing import CliRunner
+from conftest import wait_for
 
 from covid_sweep.cli import main
 from covid_sweep.sweep.controller import Controller, new_sweep
@@ -38,15 +38,6 @@ def by_state(store, sweep_id):
     for trial in store.trials(sweep_id):
         states.setdefault(trial.state, []).append(trial)
     return states
-
-
-def wait_for(condition, timeout=30.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_bayes_sweep_runs_to_run_cap_and_keeps_every_epoch(store, tmp_path):

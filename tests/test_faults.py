@@ -22,6 +22,7 @@ from pathlib import Path
 import fake_trial
 import pytest
 from click.testing import CliRunner
+from conftest import wait_for
 
 from covid_sweep.cli import main
 from covid_sweep.core import paths
@@ -34,15 +35,19 @@ FAKE_LAUNCHER = ForkLauncher(fake_trial.main, preload=("covid_sweep.sweep.child"
 METRIC = {"name": "val_auc", "goal": "maximize"}
 
 
-def _wait_for(condition, timeout=60.0):
-    import time
+def _two_trial_grid(tmp_path):
+    """A store with a grid sweep of two slow fake trials (40 epochs of 0.2 s): long enough to signal mid-run."""
+    store = Store(tmp_path / "home" / "sweeps.db")
+    config = {"method": "grid", "metric": METRIC,
+              "parameters": {"quality": {"values": [0.3, 0.6]}, "epochs": {"value": 40}, "epoch_s": {"value": 0.2}}}
+    return store, new_sweep(store, config, "t.yaml", None, seed=0)
 
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
+
+def _controller_process(store, sweep, tmp_path):
+    """The real controller with 2 agents in its own process group, as `timeout` or systemd start it."""
+    return subprocess.Popen([sys.executable, str(HERE / "run_fake_controller.py"), str(store.path), sweep.id,
+                             str(tmp_path / "home"), "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
 
 
 def _controller(store, sweep, tmp_path, **kwargs):
@@ -68,16 +73,12 @@ def _hidden_leftovers(folder: Path) -> list[str]:
 # ---- 1. SIGTERM to the controller (timeout, docker stop, systemd, Kubernetes) ------------------
 
 def test_sigterm_to_the_controller_process_group_interrupts_trials_and_resume_retries_them(tmp_path):
-    store = Store(tmp_path / "home" / "sweeps.db")
-    config = {"method": "grid", "metric": METRIC,
-              "parameters": {"quality": {"values": [0.3, 0.6]}, "epochs": {"value": 40}, "epoch_s": {"value": 0.2}}}
-    sweep = new_sweep(store, config, "t.yaml", None, seed=0)
+    store, sweep = _two_trial_grid(tmp_path)
     # as `timeout` does: the controller leads its own process group, and the signal goes to the whole group
-    controller = subprocess.Popen([sys.executable, str(HERE / "run_fake_controller.py"), str(store.path), sweep.id,
-                                   str(tmp_path / "home"), "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  text=True, start_new_session=True)
+    controller = _controller_process(store, sweep, tmp_path)
     try:
-        assert _wait_for(lambda: sum(t.state == "running" and t.epochs >= 1 for t in store.trials(sweep.id)) == 2)
+        assert wait_for(lambda: sum(t.state == "running" and t.epochs >= 1 for t in store.trials(sweep.id)) == 2,
+                        timeout=60)
         os.killpg(controller.pid, signal.SIGTERM)
         output = controller.communicate(timeout=60)[0]
     finally:
@@ -94,15 +95,11 @@ def test_sigterm_to_the_controller_process_group_interrupts_trials_and_resume_re
 
 
 def test_sigterm_to_every_process_as_systemd_sends_it_interrupts_trials_rather_than_stopping_them(tmp_path):
-    store = Store(tmp_path / "home" / "sweeps.db")
-    config = {"method": "grid", "metric": METRIC,
-              "parameters": {"quality": {"values": [0.3, 0.6]}, "epochs": {"value": 40}, "epoch_s": {"value": 0.2}}}
-    sweep = new_sweep(store, config, "t.yaml", None, seed=0)
-    controller = subprocess.Popen([sys.executable, str(HERE / "run_fake_controller.py"), str(store.path), sweep.id,
-                                   str(tmp_path / "home"), "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  text=True, start_new_session=True)
+    store, sweep = _two_trial_grid(tmp_path)
+    controller = _controller_process(store, sweep, tmp_path)
     try:
-        assert _wait_for(lambda: sum(t.state == "running" and t.epochs >= 1 for t in store.trials(sweep.id)) == 2)
+        assert wait_for(lambda: sum(t.state == "running" and t.epochs >= 1 for t in store.trials(sweep.id)) == 2,
+                        timeout=60)
         for trial in store.trials(sweep.id):  # systemd's KillMode=control-group: every process, own session or not
             os.kill(trial.pid, signal.SIGTERM)
         os.killpg(controller.pid, signal.SIGTERM)
