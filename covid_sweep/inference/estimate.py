@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from covid_sweep.core.metrics import binary_metrics
+from covid_sweep.core.split_record import recorded_split_kind
 from covid_sweep.data.layout import labels_for, load_split
 from covid_sweep.inference.predict import Prediction
 from covid_sweep.model.artifact import LoadedArtifact
@@ -38,17 +39,13 @@ def validation_estimate(artifact: LoadedArtifact) -> dict[str, float]:
     return values
 
 
-def recorded_split(artifact: LoadedArtifact) -> str:
-    return artifact.metadata.get("validation", {}).get("split", "ungrouped (recorded before grouped splits)")
-
-
 def estimate_vs_test(artifact: LoadedArtifact, data_dir: Path, prediction: Prediction) -> EstimateVsTest:
     labels_csv = Path(data_dir) / "test_labels.csv"
     test = None
     if labels_csv.is_file():
         labels = labels_for(load_split(Path(data_dir), "test"), labels_csv)
         test = binary_metrics(labels, prediction.probs, prediction.threshold)
-    return EstimateVsTest(recorded_split(artifact), validation_estimate(artifact), test)
+    return EstimateVsTest(recorded_split_kind(artifact.metadata), validation_estimate(artifact), test)
 
 
 def card_section(result: EstimateVsTest, views: tuple[str, ...]) -> list[str]:

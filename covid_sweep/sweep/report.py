@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from covid_sweep.core.goals import rank_key
+from covid_sweep.core.split_record import recorded_split_kind
 from covid_sweep.sweep.store import Store, Sweep, Trial
 
 
@@ -38,7 +39,7 @@ def recorded_split(artifact_dir: str | None) -> str | None:
         metadata = json.loads((Path(artifact_dir) / "metadata.json").read_text())
     except (OSError, ValueError):
         return None  # a missing or damaged artifact must not break the table
-    return metadata.get("validation", {}).get("split", "ungrouped (recorded before grouped splits)")
+    return recorded_split_kind(metadata)
 
 
 def _fmt(value) -> str:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from covid_sweep import __version__
+from covid_sweep.core.split_record import PRE_GROUPED
 from covid_sweep.inference.estimate import EstimateVsTest, card_section
 from covid_sweep.inference.export.gradcam import gradcam_section
 from covid_sweep.inference.export.torchscript import EXTRA_FILE, TORCHSCRIPT
@@ -67,7 +68,7 @@ def validation_summary(metadata: dict) -> str:
     """Split kind, groups and size; the per-fold file lists stay in metadata.json."""
     validation = metadata.get("validation", metadata.get("val_split", {}))
     if "split" not in validation:
-        return f"ungrouped (recorded before grouped splits): {json.dumps(validation)}"
+        return f"{PRE_GROUPED}: {json.dumps(validation)}"
     return (f"{validation['split']}; {validation['n_val']} images, seed {validation['seed']}; groups: "
             f"{validation['groups']}; each fold's files: `model/metadata.json`")
 
