@@ -32,7 +32,7 @@ class TrialResult:
     best_epoch: int
     epochs_run: int
     threshold: float
-    split: str = ""  # what the validation numbers were measured on
+    split: str  # what the validation numbers were measured on
 
 
 def data_dir_for(config: TrialConfig) -> Path:
@@ -76,7 +76,8 @@ def run_trial(
     result = fit_folds(config, models, splits, on_epoch=epoch_done, should_stop=should_stop, progress=progress)
     state = TrialState.STOPPED if result.stopped else TrialState.FINISHED
     if not result.history:
-        return TrialResult(state=state, artifact=None, best={}, best_epoch=0, epochs_run=0, threshold=0.5)
+        return TrialResult(state=state, artifact=None, best={}, best_epoch=0, epochs_run=0, threshold=0.5,
+                           split=split_kind(groups.source, config.folds))
 
     threshold = choose_threshold(result.val_labels, result.val_probs)
     at_threshold = {f"val_{k}_at_threshold": v for k, v in binary_metrics(result.val_labels, result.val_probs, threshold).items()
