@@ -216,3 +216,24 @@ def test_mark_running_never_revives_an_ended_trial(store):
     store.end_trial(trial.id, "interrupted", error="controller died")
     store.mark_running(trial.id, pid=123)
     assert store.trial(trial.id).state == "interrupted" and store.trial(trial.id).pid is None
+
+
+def test_phases_merge_and_survive_a_store_made_before_the_column(store, tmp_path):
+    sweep = new_sweep(store, {"method": "random", "parameters": {}}, "t.yaml", None, seed=0)
+    trial = store.add_trial(sweep.id, "t-001", {}, owner="host:1")
+    assert store.trial(trial.id).phases == {}
+    store.add_phases(trial.id, {"imports": 1.5, "fit": 2.0})
+    store.add_phases(trial.id, {"fit": 3.25, "artifact": 0.5})
+    assert store.trial(trial.id).phases == {"imports": 1.5, "fit": 3.25, "artifact": 0.5}
+
+    import sqlite3
+    old = tmp_path / "old.db"
+    conn = sqlite3.connect(old)
+    conn.executescript("CREATE TABLE trials (id INTEGER PRIMARY KEY, sweep_id TEXT, name TEXT, params TEXT, state TEXT, "
+                       "owner TEXT, pid INTEGER, retry_of INTEGER, created REAL, started REAL, ended REAL, "
+                       "heartbeat REAL, best REAL, best_epoch INTEGER, epochs INTEGER NOT NULL DEFAULT 0, "
+                       "artifact TEXT, error TEXT, stop_requested INTEGER NOT NULL DEFAULT 0);"
+                       "INSERT INTO trials (sweep_id, name, params, state, created) VALUES ('s', 't', '{}', 'finished', 0);")
+    conn.commit()
+    conn.close()
+    assert Store(old).trial(1).phases == {}

@@ -11,7 +11,7 @@ import os
 import sqlite3
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS trials (
     created REAL NOT NULL, started REAL, ended REAL, heartbeat REAL,
     best REAL, best_epoch INTEGER, epochs INTEGER NOT NULL DEFAULT 0,
     artifact TEXT, error TEXT, stop_requested INTEGER NOT NULL DEFAULT 0,
-    pid_start TEXT                  -- process_start(pid): tells the trial process from a later one with its pid
+    pid_start TEXT,                 -- process_start(pid): tells the trial process from a later one with its pid
+    phases TEXT                     -- JSON {phase: seconds}: where the trial's wall time went
 );
 CREATE TABLE IF NOT EXISTS epochs (
     trial_id INTEGER NOT NULL REFERENCES trials(id), epoch INTEGER NOT NULL, metrics TEXT NOT NULL,
@@ -59,8 +60,9 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA foreign_keys=ON")
     conn.executescript(SCHEMA)
     columns = {row["name"] for row in conn.execute("PRAGMA table_info(trials)")}
-    if "pid_start" not in columns:  # a store made before pid_start existed
-        conn.execute("ALTER TABLE trials ADD COLUMN pid_start TEXT")
+    for column in ("pid_start", "phases"):  # a store made before these columns existed
+        if column not in columns:
+            conn.execute(f"ALTER TABLE trials ADD COLUMN {column} TEXT")
     return conn
 
 
@@ -121,11 +123,13 @@ class Trial:
     error: str | None
     stop_requested: int
     pid_start: str | None = None
+    phases: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "Trial":
         data = dict(row)
         data["params"] = json.loads(data["params"])
+        data["phases"] = json.loads(data.get("phases") or "{}")
         data["state"] = TrialState(data["state"])
         return cls(**data)
 
@@ -259,6 +263,13 @@ class Store:
             f"WHERE id=? AND state IN ({','.join('?' * len(only_if))})",
             (TrialState(state).value, time.time(), error, artifact, trial_id, *(TrialState(s).value for s in only_if)))
         return cur.rowcount == 1
+
+    def add_phases(self, trial_id: int, phases: dict[str, float]) -> None:
+        """Merge {phase: seconds} into the trial's timing record (a later value of a phase replaces the earlier)."""
+        with self.write_lock() as conn:
+            row = conn.execute("SELECT phases FROM trials WHERE id=?", (trial_id,)).fetchone()
+            merged = {**json.loads(row["phases"] or "{}"), **{k: round(float(v), 4) for k, v in phases.items()}}
+            conn.execute("UPDATE trials SET phases=? WHERE id=?", (json.dumps(merged), trial_id))
 
     def request_stop(self, trial_id: int) -> None:
         self.conn.execute("UPDATE trials SET stop_requested=1 WHERE id=?", (trial_id,))
