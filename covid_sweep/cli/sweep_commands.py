@@ -66,22 +66,32 @@ def sweep(sweep_file, data, count, agents, gpus, resume_id, seed, max_early_fail
 
 @click.command()
 @click.argument("sweep_id", required=False)
+@click.option("--all-params", is_flag=True, help="Show every parameter, also those equal in every trial.")
+@click.option("--json", "as_json", is_flag=True, help="Print the sweep and its trials as JSON (stable keys) for scripts.")
 @home_option
-def status(sweep_id, home) -> None:
+def status(sweep_id, all_params, as_json, home) -> None:
     """Progress and trial table of SWEEP_ID (default the latest sweep), best first."""
     from covid_sweep.sweep.controller import open_store
 
     store = open_store(paths.home(home), create=False)
-    _print_status(store, sweep_id or store.latest_sweep().id)
+    sweep_id = sweep_id or store.latest_sweep().id
+    if as_json:
+        import json
+
+        from covid_sweep.sweep.report import status_json
+
+        click.echo(json.dumps(status_json(store, store.sweep(sweep_id)), indent=2))
+        return
+    _print_status(store, sweep_id, all_params)
 
 
-def _print_status(store, sweep_id: str) -> None:
+def _print_status(store, sweep_id: str, all_params: bool = False) -> None:
     from rich.console import Console
 
-    from covid_sweep.sweep.report import objective_line, status_table
+    from covid_sweep.sweep.report import objective_line, status_view
 
     # wide enough for the param columns when piped (CI logs, files)
     console = Console() if Console().is_terminal else Console(width=200)
     sweep = store.sweep(sweep_id)
-    console.print(status_table(store, sweep))
+    console.print(status_view(store, sweep, console.width, all_params))
     console.print(objective_line(store, sweep), soft_wrap=True)

@@ -1,13 +1,21 @@
-"""The trial table of a sweep (rich), best trial first."""
+"""The trial table of a sweep (`covid-sweep status`), best trial first: rich for people, JSON for scripts.
+
+A trial id is never shortened (export-best, --config and the logs need all of it), and only the
+parameters whose values differ among the trials get a column: the rest are one line below the table.
+"""
 
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from pathlib import Path
 
+from rich.console import Console, Group
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 from covid_sweep.core.goals import rank_key
 from covid_sweep.core.split_record import recorded_split_kind
@@ -42,26 +50,154 @@ def recorded_split(artifact_dir: str | None) -> str | None:
     return recorded_split_kind(metadata)
 
 
-def _fmt(value) -> str:
+def fmt_value(value) -> str:
     if isinstance(value, float):
         return f"{value:.3g}"
     return str(value)
 
 
-def status_table(store: Store, sweep: Sweep) -> Table:
-    trials = store.trials(sweep.id)
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def duration(trial: Trial, now: float | None = None) -> float | None:
+    """Wall time of the trial process: to its end, or to now while it runs; None before it started."""
+    if trial.started is None:
+        return None
+    end = trial.ended if trial.ended is not None else (now or time.time())
+    return max(0.0, end - trial.started)
+
+
+def param_names(sweep: Sweep, trials: list[Trial]) -> list[str]:
+    """The sweep's parameters in its YAML order, then any a trial holds beyond them (a W&B-side addition)."""
+    names = list(sweep.config.get("parameters", {}))
+    for trial in trials:
+        names += [k for k in trial.params if k not in names]
+    return names
+
+
+def varying_params(names: list[str], trials: list[Trial]) -> list[str]:
+    """The parameters whose values differ among the trials (a missing value counts as a value)."""
+    return [n for n in names if len({json.dumps(t.params.get(n), sort_keys=True) for t in trials}) > 1]
+
+
+def progress_line(store: Store, sweep: Sweep, trials: list[Trial]) -> str:
     states = Counter(t.state for t in trials)
     cap = sweep.config.get("run_cap")
-    progress = f"{sum(1 for t in trials if t.retry_of is None)}{f'/{cap}' if cap else ''} trials; " + ", ".join(
-        f"{n} {s}" for s, n in sorted(states.items()))
-    table = Table(title=f"sweep {sweep.id} ({sweep.name}, {sweep.config['method']}): {progress}")
-    params = list(sweep.config.get("parameters", {}))
-    varying = [p for p in params if "value" not in sweep.config["parameters"][p]]
-    for column in ["trial", "state", f"best {sweep.metric}", "epochs", *varying]:
-        table.add_column(column)
-    promoted = store.alias(sweep.id, "best")
-    for trial in ranked(trials, sweep.goal):
-        name = escape(trial.name + (" [best]" if trial.id == promoted else ""))
-        table.add_row(name, trial.state, _fmt(trial.best) if trial.best is not None else "-", str(trial.epochs),
-                      *(_fmt(trial.params.get(p, "")) for p in varying))
+    launched = sum(1 for t in trials if t.retry_of is None)
+    return (f"{launched}{f'/{cap}' if cap else ''} trials; "
+            + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
+
+
+def _base_table(sweep: Sweep, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    # the id is never cut: no_wrap, and the other columns give way first
+    table.add_column("trial", no_wrap=True, min_width=5)
+    table.add_column("state", no_wrap=True)
+    table.add_column(f"best {sweep.metric or 'metric'}", no_wrap=True, justify="right")
+    table.add_column("epochs", no_wrap=True, justify="right")
+    table.add_column("time", no_wrap=True, justify="right")
     return table
+
+
+def _trial_cells(trial: Trial, promoted: int | None, now: float) -> list[str]:
+    name = escape(trial.name + (" [best]" if trial.id == promoted else ""))
+    best = fmt_value(trial.best) if trial.best is not None else "-"
+    return [name, str(trial.state), best, str(trial.epochs), fmt_duration(duration(trial, now))]
+
+
+def _wide(sweep, title, rows, shown) -> Table:
+    """One column per parameter: the table people know from W&B, used when it fits the terminal."""
+    table = _base_table(sweep, title)
+    for name in shown:
+        table.add_column(name, no_wrap=True)
+    for trial, cells in rows:
+        table.add_row(*cells, *(escape(fmt_value(trial.params.get(name, "-"))) for name in shown))
+    return table
+
+
+def _compact(sweep, title, rows, shown) -> list[Table]:
+    """Too many parameters for one row: the trial table, then a second one holding each trial's parameters as
+    name=value pairs in one wrapped cell. Fits 80 columns and cuts neither an id nor a value."""
+    table = _base_table(sweep, title)
+    for _, cells in rows:
+        table.add_row(*cells)
+    if not shown:
+        return [table]
+    params = Table(title="parameters", title_justify="left")
+    params.add_column("trial", no_wrap=True)
+    params.add_column("parameters", ratio=1, overflow="fold")
+    for trial, cells in rows:
+        params.add_row(cells[0], Text("  ".join(f"{n}={fmt_value(trial.params.get(n, '-'))}" for n in shown)))
+    return [table, params]
+
+
+def natural_width(renderable) -> int:
+    """The width a renderable would take with no terminal limit."""
+    unlimited = Console(width=100_000, file=_NullFile())
+    return Measurement.get(unlimited, unlimited.options, renderable).maximum
+
+
+def status_view(store: Store, sweep: Sweep, width: int, all_params: bool = False, now: float | None = None) -> Group:
+    """The table (one column per parameter when that fits `width`, else compact) and a line naming the
+    parameters every trial shares."""
+    now = now or time.time()
+    trials = store.trials(sweep.id)
+    names = param_names(sweep, trials)
+    varying = varying_params(names, trials)
+    shown = names if all_params else varying
+    promoted = store.alias(sweep.id, "best")
+    rows = [(t, _trial_cells(t, promoted, now)) for t in ranked(trials, sweep.goal)]
+    title = f"sweep {sweep.id} ({sweep.name}, {sweep.config['method']}): {progress_line(store, sweep, trials)}"
+    wide = _wide(sweep, title, rows, shown)
+    parts = [wide] if natural_width(wide) <= width else _compact(sweep, title, rows, shown)
+    same = [n for n in names if n not in shown]
+    if same and trials:
+        values = ", ".join(f"{n}={fmt_value(trials[0].params.get(n, '-'))}" for n in same)
+        parts.append(Text(f"same in every trial (--all-params shows them too): {values}"))
+    return Group(*parts)
+
+
+class _NullFile:
+    """Where the measuring console writes: nowhere (it only measures)."""
+
+    def write(self, _text: str) -> int:
+        return 0
+
+    def flush(self) -> None:
+        pass
+
+
+def status_table(store: Store, sweep: Sweep, width: int = 200, all_params: bool = False) -> Table:
+    """The trial table alone (tests and callers that lay out the rest themselves)."""
+    return status_view(store, sweep, width, all_params).renderables[0]
+
+
+def status_json(store: Store, sweep: Sweep, now: float | None = None) -> dict:
+    """What `status --json` prints: stable keys, every parameter, full ids; values as the store holds them."""
+    now = now or time.time()
+    trials = store.trials(sweep.id)
+    by_id = {t.id: t.name for t in trials}
+    promoted = store.alias(sweep.id, "best")
+    names = param_names(sweep, trials)
+    return {
+        "sweep": {"id": sweep.id, "name": sweep.name, "method": sweep.config.get("method"), "metric": sweep.metric,
+                  "goal": sweep.goal, "run_cap": sweep.config.get("run_cap"), "seed": sweep.seed,
+                  "created": sweep.created, "data_dir": sweep.data_dir, "source": sweep.source,
+                  "objective_split": objective_split(trials),
+                  "states": dict(sorted(Counter(str(t.state) for t in trials).items())),
+                  "varying_params": varying_params(names, trials),
+                  "promoted": by_id.get(promoted)},
+        "trials": [{"id": t.name, "state": str(t.state), "best": t.best, "best_epoch": t.best_epoch, "epochs": t.epochs,
+                    "started": t.started, "ended": t.ended, "seconds": duration(t, now),
+                    "promoted": t.id == promoted, "retry_of": by_id.get(t.retry_of), "params": t.params,
+                    "phases": t.phases, "artifact": t.artifact, "error": t.error}
+                   for t in ranked(trials, sweep.goal)],
+    }
