@@ -29,10 +29,11 @@ def _register() -> None:
     from covid_sweep.cli.explain_commands import explain
     from covid_sweep.cli.export_commands import export_best, predict, score, tta_report
     from covid_sweep.cli.fetch import fetch_data
+    from covid_sweep.cli.report_commands import report
     from covid_sweep.cli.sweep_commands import status, sweep, validate
     from covid_sweep.cli.trial_commands import check_data, prefetch_weights, train
 
-    for command in (fetch_data, check_data, train, prefetch_weights, validate, sweep, status,
+    for command in (fetch_data, check_data, train, prefetch_weights, validate, sweep, status, report,
                     export_best, predict, tta_report, score, explain):
         main.add_command(command)
 

@@ -205,3 +205,58 @@ def demote_others(api, sweep_path: str, keep: str, alias: str = BEST) -> list[st
             _call(f"save aliases of {artifact.qualified_name}", artifact.save)
             removed.append(artifact.qualified_name)
     return removed
+
+
+# ---- reading a whole sweep (the HTML report) ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: str
+    name: str
+    state: str
+    trial_state: str | None
+    params: dict  # the run's values of the sweep's parameters
+    history: list  # the rows it logged with an `epoch` (one per epoch), in order
+    summary_value: float | None  # the metric's summary value (the best, as the agent writes it)
+    seconds: float | None  # W&B's `_runtime`
+    promoted: bool  # one of its model artifacts carries alias `best`
+
+
+@dataclass(frozen=True)
+class SweepRuns:
+    name: str
+    config: dict
+    metric: str | None
+    goal: str
+    split: str | None  # what the metric was measured on, as the runs' summaries name it
+    runs: list
+
+
+def _run_record(run, parameters: dict, metric: str | None, goal: str) -> RunRecord:
+    info = run_info(run, metric, goal)
+    config = dict(getattr(run, "config", None) or {})
+    history = [dict(row) for row in _call(f"history of run {info.path}", lambda: list(run.scan_history()))
+               if "epoch" in row]
+    promoted = any(a.type == "model" and BEST in a.aliases
+                   for a in _call(f"artifacts of run {info.path}", lambda: list(run.logged_artifacts())))
+    return RunRecord(id=info.id, name=info.name, state=info.state, trial_state=info.trial_state,
+                     params={k: config[k] for k in parameters if k in config}, history=history,
+                     summary_value=info.value, seconds=_number(_summary(run).get("_runtime")), promoted=promoted)
+
+
+def _summary(run) -> dict:
+    return dict(run.summary_metrics or {})
+
+
+def sweep_runs(api, sweep_path: str) -> SweepRuns:
+    """Everything the report shows of a W&B sweep: config, and for each run its parameters, per-epoch history,
+    state, runtime and whether it holds the promoted model."""
+    sweep_path = check_sweep_path(sweep_path)
+    sweep = _call(f"sweep {sweep_path}", api.sweep, sweep_path)
+    config = dict(sweep.config or {})
+    metric, goal = _metric_goal(config)
+    runs = _call(f"runs of sweep {sweep_path}", lambda: list(sweep.runs))
+    records = [_run_record(run, config.get("parameters", {}), metric, goal) for run in runs]
+    splits = sorted({str(s) for run in runs if (s := _summary(run).get("split"))})
+    return SweepRuns(name=config.get("name") or sweep_path.rsplit("/", 1)[-1], config=config, metric=metric, goal=goal,
+                     split="; ".join(splits) or None, runs=records)
