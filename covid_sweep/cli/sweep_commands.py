@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -55,13 +56,35 @@ def sweep(sweep_file, data, count, agents, gpus, resume_id, seed, max_early_fail
         the_sweep = new_sweep(store, config, str(sweep_file), data_dir, seed)
     click.echo(f"sweep {the_sweep.id} ({the_sweep.config['method']}, metric {the_sweep.metric}) in {root}")
     started = time.time()
-    controller = Controller(store, the_sweep, root, agents=agents, count=count,
-                            gpus=[g for g in (gpus or "").split(",") if g], log=click.echo,
-                            max_early_failures=max_early_failures)
-    outcome = controller.run()
+    with _live_view(root, the_sweep, agents, count) as log:
+        controller = Controller(store, the_sweep, root, agents=agents, count=count,
+                                gpus=[g for g in (gpus or "").split(",") if g], log=log,
+                                max_early_failures=max_early_failures)
+        outcome = controller.run()
     click.echo(f"sweep {the_sweep.id}: {len(outcome.launched)} trials in {time.time() - started:.1f}s; stopped: {outcome.reason}")
     _print_status(store, the_sweep.id)
     click.echo(f"resume with: covid-sweep sweep --resume {the_sweep.id}" + (f" --home {root}" if home else ""))
+
+
+@contextmanager
+def _live_view(root, sweep, agents: int, count: int | None):
+    """On a terminal, the live view (its own store connection) with the controller's lines printed above it;
+    piped or logged, plain lines only. Yields the controller's log callable."""
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal:
+        yield click.echo
+        return
+    from covid_sweep.sweep.controller import open_store
+    from covid_sweep.sweep.live import LiveView
+
+    view_store = open_store(root, create=False)
+    try:
+        with LiveView(view_store, sweep, console, agents=agents, count=count) as view:
+            yield view.log
+    finally:
+        view_store.close()
 
 
 @click.command()
