@@ -156,3 +156,11 @@ def test_report_help_loads_neither_plotly_nor_the_training_stack():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stderr.strip().splitlines()[-1]) == []
+
+
+def test_gradcam_captions_say_what_the_file_name_encodes():
+    from covid_sweep.sweep.report_model import gradcam_caption
+
+    assert gradcam_caption("wrong-non-covid-p0.92-64") == "wrong: 64 is non-covid, P(COVID) = 0.92"
+    assert gradcam_caption("right-covid-p0.97-scan_10") == "right: scan_10 is covid, P(COVID) = 0.97"
+    assert gradcam_caption("something-else") == "something-else"

@@ -102,7 +102,8 @@ def _base_table(sweep: Sweep, title: str) -> Table:
     table.add_column("trial", no_wrap=True, min_width=5)
     table.add_column("state", no_wrap=True)
     table.add_column(f"best {sweep.metric or 'metric'}", no_wrap=True, justify="right")
-    table.add_column("epochs", no_wrap=True, justify="right")
+    # the epochs it logged; an `epochs` parameter (its budget) may have a column of its own
+    table.add_column("epochs run", no_wrap=True, justify="right")
     table.add_column("time", no_wrap=True, justify="right")
     return table
 

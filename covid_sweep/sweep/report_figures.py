@@ -11,6 +11,7 @@ from covid_sweep.sweep.report_model import PromotedModel
 LOG_DISTRIBUTIONS = ("log_uniform", "log_uniform_values", "q_log_uniform", "q_log_uniform_values", "inv_log_uniform",
                      "inv_log_uniform_values")
 HEIGHT = 420
+MARGIN = {"t": 30, "b": 40}  # plotly's default top margin (100 px) leaves a gap under every section title
 
 
 def _go():
@@ -65,7 +66,8 @@ def metric_curves(record: SweepRecord):
                                  name=f"{trial.id} ({trial.state})", line={"dash": dash, "width": 3 if trial.promoted else 1.5}))
     if not fig.data:
         return None
-    fig.update_layout(height=HEIGHT, xaxis_title="epoch", yaxis_title=record.metric, legend_title="trial (dotted: stopped)")
+    fig.update_layout(height=HEIGHT, xaxis_title="epoch", yaxis_title=record.metric, legend_title="trial (dotted: stopped)",
+                      margin=MARGIN)
     return fig
 
 
@@ -78,9 +80,11 @@ def importance_bars(result: ImportanceResult, metric: str):
     colors = ["#999999" if r.correlation is None else ("#2a9d4a" if r.correlation > 0 else "#d1495b") for r in rows]
     text = ["r n/a" if r.correlation is None else f"r = {r.correlation:+.2f}" for r in rows]
     fig = go.Figure(go.Bar(x=[r.importance for r in rows], y=[r.feature for r in rows], orientation="h",
-                           marker_color=colors, text=text, textposition="auto"))
-    fig.update_layout(height=max(250, 40 + 28 * len(rows)), xaxis_title=f"importance for {metric}",
-                      margin={"l": 200})
+                           marker_color=colors, text=text, textposition="outside", cliponaxis=False))
+    fig.update_layout(height=max(220, 80 + 28 * len(rows)), xaxis_title=f"importance for {metric}",
+                      margin={**MARGIN, "l": 200, "r": 80},
+                      title={"text": "green: higher value, better metric; red: higher value, worse metric (Pearson r)",
+                             "font": {"size": 12}})
     return fig
 
 
@@ -102,7 +106,7 @@ def time_bars(record: SweepRecord):
             fig.add_trace(go.Bar(name=label, y=ids, x=[(derived.get(t.id) or (0, 0))[i] for t in trials],
                                  orientation="h"))
     # one labelled bar per trial: plotly hides category labels that would overlap
-    fig.update_layout(barmode="stack", height=140 + 32 * len(trials), xaxis_title="seconds", margin={"l": 140},
+    fig.update_layout(barmode="stack", height=120 + 32 * len(trials), xaxis_title="seconds", margin={**MARGIN, "l": 140},
                       yaxis={"type": "category", "dtick": 1, "autorange": "reversed"})
     return fig if fig.data else None
 

@@ -78,7 +78,8 @@ def _cell(value, sort=None) -> str:
 
 def trial_table(record: SweepRecord) -> str:
     """Every trial with its full id, state, best metric, epochs, wall time and every parameter; sortable."""
-    headers = ["trial", "state", f"best {record.metric or 'metric'}", "best epoch", "epochs", "time",
+    # "epochs run": the epochs it logged, beside an `epochs` parameter (its budget) when the sweep has one
+    headers = ["trial", "state", f"best {record.metric or 'metric'}", "best epoch", "epochs run", "time",
                *record.param_order]
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
     rows = []

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,11 +66,20 @@ def _validation(metrics: dict) -> dict[str, float]:
     return values
 
 
+def gradcam_caption(stem: str) -> str:
+    """export-best names an overlay RIGHT-LABEL-pPROB-IMAGE (e.g. wrong-non-covid-p0.92-64): say it in words."""
+    match = re.fullmatch(r"(right|wrong)-(.+)-p([0-9.]+)-(.+)", stem)
+    if match is None:
+        return stem
+    verdict, label, prob, image = match.groups()
+    return f"{verdict}: {image} is {label}, P(COVID) = {prob}"
+
+
 def _gradcam(export_dir: Path) -> list[tuple[str, str]]:
     """Every overlay export-best wrote, embedded: the report stays one file."""
     images = []
     for png in sorted((export_dir / "explain").glob("*.png")):
-        caption = png.stem.replace("-", " ")  # e.g. "wrong non covid p0.92 64": right/wrong, label, P(COVID), image
+        caption = gradcam_caption(png.stem)
         images.append((caption, "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()))
     return images
 
