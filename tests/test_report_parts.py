@@ -164,3 +164,17 @@ def test_gradcam_captions_say_what_the_file_name_encodes():
     assert gradcam_caption("wrong-non-covid-p0.92-64") == "wrong: 64 is non-covid, P(COVID) = 0.92"
     assert gradcam_caption("right-covid-p0.97-scan_10") == "right: scan_10 is covid, P(COVID) = 0.97"
     assert gradcam_caption("something-else") == "something-else"
+
+
+def test_an_export_without_test_labels_or_overlays_says_so(tmp_path):
+    record = from_store(_store_with_trials(tmp_path), "sw1")
+    export = tmp_path / "export"
+    (export / "model").mkdir(parents=True)
+    (export / "model" / "metadata.json").write_text('{"trial": "sw1-003", "validation": {"split": "grouped holdout"}}')
+    (export / "model" / "metrics.json").write_text('{"best_epoch": 1, "threshold": 0.4, "best": {"val_auc": 0.9}}')
+    model = promoted_model(record, export, data_dir=tmp_path)  # the trial's own artifact is gone: the export's copy
+    assert model.validation == {"val_auc": 0.9} and model.threshold == 0.4 and model.split == "grouped holdout"
+    assert model.test is None and model.roc is None and model.gradcam == []
+    assert any(f"no {tmp_path / 'test_labels.csv'}: no test score" in n for n in model.notes)
+    assert any("no Grad-CAM overlays" in n for n in model.notes)
+    assert any("no data folder recorded" in n for n in promoted_model(record, export).notes)

@@ -84,9 +84,9 @@ def _gradcam(export_dir: Path) -> list[tuple[str, str]]:
     return images
 
 
-def _test_labels(data_dir: Path | None) -> Path | None:
-    labels = data_dir / "test_labels.csv" if data_dir else None
-    return labels if labels is not None and labels.is_file() else None
+def _test_labels(data_dir: Path) -> Path | None:
+    labels = data_dir / "test_labels.csv"
+    return labels if labels.is_file() else None
 
 
 def _score_test(model: PromotedModel, export_dir: Path, labels: Path) -> None:
@@ -132,11 +132,12 @@ def promoted_model(record: SweepRecord, export_dir: Path | None = None, data_dir
     if not model.gradcam:
         model.notes.append(f"{export_dir / 'explain'}: no Grad-CAM overlays (export-best writes them only when "
                            "DATA/test_labels.csv exists)")
-    data = Path(data_dir) if data_dir else Path(metadata.get("data_dir") or record.data_dir or ".")
-    labels = _test_labels(data)
+    known = data_dir or metadata.get("data_dir") or record.data_dir
+    labels = _test_labels(Path(known)) if known else None
     if labels is None:
-        model.notes.append(f"no {data / 'test_labels.csv'}: no test score, confusion matrix or ROC curve "
-                           "(pass --data DATA where the test labels are)")
+        where = f"no {Path(known) / 'test_labels.csv'}" if known else "no data folder recorded"
+        model.notes.append(f"{where}: no test score, confusion matrix or ROC curve (pass --data DATA where the "
+                           "test labels are)")
     else:
         _score_test(model, export_dir, labels)
     return model
