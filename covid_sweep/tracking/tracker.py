@@ -177,7 +177,7 @@ class Tracker:
         online: uploaded, and waited for, so that a failed upload fails the trial (ArtifactUploadError)
         instead of showing only in debug-internal.log while the trial reports success.
         offline: logged by reference (file:// URIs with checksums): wandb would otherwise stage a copy of
-        every trial's weights in its data folder until `wandb sync` (43 MB a trial at 224 px), next to the
+        every trial's weights in its data folder until `wandb sync` (45 MB a resnet18 trial), beside the
         artifact folder that already holds them. A later sync uploads the reference, not the files.
         disabled: nothing (wandb would still hash the files)."""
         if self.mode == "disabled":
@@ -186,15 +186,15 @@ class Tracker:
         artifact = wandb.Artifact(name=name, type="model", metadata=metadata)
         if self.mode == "offline":
             artifact.add_reference(Path(artifact_dir).absolute().as_uri())
-        else:
-            artifact.add_dir(str(artifact_dir))
-        logged = self.run.log_artifact(artifact, aliases=aliases or ["latest"])
-        if self.mode == "online":
-            try:
-                logged.wait()
-            except Exception as err:  # noqa: BLE001 - wandb raises ValueError, its own errors or timeouts here
-                raise ArtifactUploadError(f"model artifact {name} was not uploaded to W&B ({type(err).__name__}: "
-                                          f"{err}); the model is kept in {artifact_dir}") from None
+            self.run.log_artifact(artifact, aliases=aliases or ["latest"])
+            return
+        artifact.add_dir(str(artifact_dir))
+        try:
+            self.run.log_artifact(artifact, aliases=aliases or ["latest"]).wait()
+        except Exception as err:  # noqa: BLE001 - wandb raises ValueError, CommError, timeouts, pydantic errors here
+            detail = (str(err).strip().splitlines() or [""])[0]
+            raise ArtifactUploadError(f"model artifact {name} was not uploaded to W&B ({type(err).__name__}: {detail}); "
+                                      f"the model is kept in {artifact_dir}") from None
 
     def finish(self, exit_code: int = 0) -> None:
         self.run.finish(exit_code=exit_code)
