@@ -34,7 +34,7 @@ GOOD = {"backbone": "resnet18", "optimizer": "adam", "scheduler": "none", "monit
         "label_smoothing": 0.05, "val_fraction": 0.25, "hflip": False, "amp": False, "rotate": True, "device": "cpu"}
 BAD = {**GOOD, "input_size": 16}
 BAD_LINE = "error: sweep parameters: input_size: Input should be greater than or equal to 32 (got 16)"
-LONG = {**GOOD, "monitor": "val_auc", "epochs": 300, "patience": 300}
+LONG = {**GOOD, "epochs": 300, "patience": 300}
 
 
 @pytest.fixture
