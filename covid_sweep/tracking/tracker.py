@@ -112,9 +112,11 @@ class Tracker:
         resolved = resolve_mode(mode)
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        if not os.environ.get("WANDB_SWEEP_ID"):
+            project = project or os.environ.get("WANDB_PROJECT", DEFAULT_PROJECT)
+        # else a sweep run: its project is the sweep's, and wandb ignores project= with a warning every trial
         run = wandb.init(
-            mode=resolved, dir=str(directory), config=config,
-            project=project or os.environ.get("WANDB_PROJECT", DEFAULT_PROJECT),
+            mode=resolved, dir=str(directory), config=config, project=project,
             name=name, group=group, tags=tags, job_type="trial",
             settings=wandb.Settings(console="off", quiet=True, x_disable_stats=True),
         )
