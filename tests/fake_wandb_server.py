@@ -4,9 +4,10 @@ It answers exactly the operations the wandb 0.31 CLIs make (checked by running t
 `wandb sweep` asks for the viewer and creates the sweep (`UpsertSweep`); `wandb agent` asks for the
 viewer, reads the sweep (`SweepWithRuns`), registers itself (`CreateAgent`) and then sends a
 `Heartbeat` every few seconds, whose answer carries the commands the test queues: `run` (with the
-params), `stop` (run ids) or `exit`. Any other operation is recorded in `unknown` and answered with
-an empty `data`, so a new wandb release that asks for more shows up in the test's failure message
-instead of as a hang. Trials run offline: they never talk to this server.
+params) or `stop` (a run id); wandb also knows `exit`, which the test does not need. Any other
+operation is recorded in `unknown` and answered with an empty `data`, so a new wandb release that
+asks for more shows up in the test's failure message instead of as a hang. Trials run offline: they
+never talk to this server.
 
 stdlib only: http.server on 127.0.0.1, a free port, in a daemon thread.
 """
@@ -36,7 +37,6 @@ class FakeWandb:
     other_paths: list[str] = field(default_factory=list)        # POSTs to anything but /graphql
     running: set[str] = field(default_factory=set)              # run ids the latest heartbeat said are running
     seen_running: set[str] = field(default_factory=set)         # every run id a heartbeat ever reported
-    heartbeats: int = 0
     program: str = ""  # the `program:` of the latest sweep, which a real server sends with each run command
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -50,10 +50,6 @@ class FakeWandb:
     def queue_stop(self, run_id: str) -> None:
         with self.lock:
             self.pending.append({"type": "stop", "run_id": run_id})
-
-    def queue_exit(self) -> None:
-        with self.lock:
-            self.pending.append({"type": "exit"})
 
     def sweep_config(self, sweep_id: str) -> dict:
         return yaml.safe_load(self.sweeps[sweep_id]["config"])
@@ -104,7 +100,6 @@ class FakeWandb:
         return {"createAgent": {"agent": {"id": "agent-1"}}}
 
     def _op_Heartbeat(self, variables: dict) -> dict:  # noqa: N802
-        self.heartbeats += 1
         self.running = set(json.loads(variables.get("runState") or "{}"))
         self.seen_running |= self.running
         commands, self.pending = self.pending, []
