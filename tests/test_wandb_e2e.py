@@ -60,12 +60,14 @@ def sweep_yaml(path: Path) -> Path:
 
 def cli_env(tmp_path: Path, url: str, data: Path, marker: str) -> dict[str, str]:
     """The CLIs' environment: the fake server, a dummy key, trials offline. `wandb agent` runs `python` from
-    PATH with its own environment, so a `python` that is this interpreter goes first on PATH; the marker
-    lets the test find every process the agent started, however deep."""
+    PATH with its own environment, so a `python` that execs this interpreter goes first on PATH (exec: the
+    same process, signals and all; not a symlink, which would lose a virtualenv); the marker lets the test
+    find every process the agent started, however deep."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
-    if not (bin_dir / "python").exists():
-        (bin_dir / "python").symlink_to(sys.executable)
+    python = bin_dir / "python"
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update(WANDB_BASE_URL=url, WANDB_API_KEY=API_KEY, WANDB_MODE="offline", WANDB_DIR=str(tmp_path),
                WANDB_DATA_DIR=str(tmp_path / "wandb-data"), WANDB_CACHE_DIR=str(tmp_path / "wandb-cache"),
