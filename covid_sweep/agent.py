@@ -2,13 +2,22 @@
 
 sweeps/*.yaml, docker/ and W&B agents already in the field run this module; the code lives in
 covid_sweep/sweep/agent.py, in the sweep layer, because the embedded controller starts it too.
+
+The SIGTERM handler goes in before anything else is imported: `wandb agent` may stop a trial while it is
+still importing torch (seconds), and without a handler that SIGTERM kills it with no `stopped` state.
 """
 
 import sys
 
-from covid_sweep.sweep.agent import main
+from covid_sweep.core.stop_request import SIGTERM_STOP
 
-__all__ = ["main"]
+
+def main(argv: list[str] | None = None) -> int:
+    SIGTERM_STOP.install()
+    from covid_sweep.sweep.agent import main as trial_main
+
+    return trial_main(argv)
+
 
 if __name__ == "__main__":
     sys.exit(main())

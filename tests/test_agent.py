@@ -7,9 +7,13 @@ import sys
 import threading
 import time
 
+import pytest
 import yaml
+from offline_run import find_offline_run, read_offline_run
 
+from covid_sweep.core.config import ConfigError
 from covid_sweep.model.artifact import load_artifact
+from covid_sweep.tracking.tracker import agent_sweep_params
 
 
 def agent_env(tmp_path, data, params):
@@ -43,12 +47,66 @@ def test_agent_runs_a_trial_from_sweep_params(tiny_data, tmp_path):
     assert list((tmp_path / "home" / "wandb").glob("offline-run-*-run0001"))
 
 
-def test_agent_rejects_a_bad_param_with_exit_2(tiny_data, tmp_path):
-    params = {**PARAMS, "backbone": "lenet"}
-    result = subprocess.run([sys.executable, "-m", "covid_sweep.agent", *as_args(params)],
-                            env=agent_env(tmp_path, tiny_data, params), capture_output=True, text=True, timeout=300)
+# runs the entrypoint as `python -m covid_sweep.agent` does, with an import hook that reports when torch or wandb
+# starts to load and can send the process a SIGTERM at that moment (as `wandb agent` may, while it imports)
+PROBE = """
+import importlib.abc, os, runpy, signal, sys
+
+class Probe(importlib.abc.MetaPathFinder):
+    seen = set()
+
+    def find_spec(self, name, path=None, target=None):
+        if name in ("torch", "wandb") and name not in self.seen:
+            self.seen.add(name)
+            print(f"probe: importing {{name}}", file=sys.stderr, flush=True)
+            if name == {sigterm_at!r}:
+                os.kill(os.getpid(), signal.SIGTERM)
+        return None
+
+sys.meta_path.insert(0, Probe())
+sys.argv = ["covid_sweep.agent", *{args!r}]
+runpy.run_module("covid_sweep.agent", run_name="__main__", alter_sys=True)
+"""
+
+
+def run_probed(tmp_path, data, params, sigterm_at=None):
+    code = PROBE.format(args=as_args(params), sigterm_at=sigterm_at)
+    return subprocess.run([sys.executable, "-c", code], env=agent_env(tmp_path, data, params), capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_agent_rejects_a_bad_param_with_exit_2_before_wandb_and_torch(tiny_data, tmp_path):
+    result = run_probed(tmp_path, tiny_data, {**PARAMS, "backbone": "lenet"})
     assert result.returncode == 2
     assert "backbone" in result.stderr and "lenet" in result.stderr and "Traceback" not in result.stderr
+    # checked before the heavy imports and wandb.init: no W&B run for a suggestion that cannot train
+    assert "probe: importing" not in result.stderr, result.stderr
+    assert not (tmp_path / "home" / "wandb").exists()
+
+
+def test_sigterm_during_the_imports_ends_the_trial_stopped(tiny_data, tmp_path):
+    result = run_probed(tmp_path, tiny_data, PARAMS, sigterm_at="torch")
+    assert "probe: importing torch" in result.stderr  # the signal was sent
+    assert result.returncode == 0, result.stderr[-3000:]  # not killed by it (-15)
+    assert "trial run0001 stopped" in result.stdout
+    run = read_offline_run(find_offline_run(tmp_path / "home" / "wandb", "run0001"))
+    assert run.summary["trial_state"] == "stopped" and run.exit_code == 0
+    assert not [row for row in run.history if "val_auc" in row]  # stopped before its first epoch
+
+
+def test_sweep_param_file_values_keep_their_types_and_a_broken_file_is_one_line(tmp_path, monkeypatch):
+    path = tmp_path / "config-run.yaml"
+    path.write_text("wandb_version: 1\n\nhflip:\n  value: false\nlr:\n  value: 4.8e-05\n_wandb:\n  value: {}\n")
+    monkeypatch.setenv("WANDB_SWEEP_PARAM_PATH", str(path))
+    assert agent_sweep_params() == {"hflip": False, "lr": 4.8e-05}
+    path.write_text("hflip: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"WANDB_SWEEP_PARAM_PATH=.*config-run.yaml: cannot read the sweep parameters"):
+        agent_sweep_params()
+    monkeypatch.setenv("WANDB_SWEEP_PARAM_PATH", str(tmp_path / "missing.yaml"))
+    with pytest.raises(ConfigError, match="missing.yaml: cannot read"):
+        agent_sweep_params()
+    monkeypatch.delenv("WANDB_SWEEP_PARAM_PATH")
+    assert agent_sweep_params() == {}
 
 
 def test_sigterm_stops_the_trial_cleanly_within_seconds(tiny_data, tmp_path):

@@ -4,23 +4,34 @@ and by the embedded controller.
     wandb agent:  python -m covid_sweep.agent --backbone=resnet50 --lr=4.8e-05 --hflip=False ...
     embedded:     python -m covid_sweep.agent --store HOME/sweeps.db --trial 12 --home HOME
 
-Exit status: 0 when the trial finished or was stopped on request, 1 when it failed, 2 for bad input.
+Exit status: 0 when the trial finished or was stopped on request, 1 when it failed (also when its model
+artifact could not be uploaded to W&B), 2 for bad input.
+
+This module imports no torch at the top: under `wandb agent` the parameters are checked first, so a bad
+value fails in about a second instead of after the heavy imports and wandb.init.
 """
 
 from __future__ import annotations
 
-import signal
 import sys
 import traceback
 from pathlib import Path
+from typing import Callable
 
 from covid_sweep.core import paths
 from covid_sweep.core.config import build_config, parse_agent_args
 from covid_sweep.core.errors import UserError
 from covid_sweep.core.states import TrialState
+from covid_sweep.core.stop_request import SIGTERM_STOP
 from covid_sweep.sweep import protocol
-from covid_sweep.tracking.tracker import Tracker, agent_sweep_id, embedded_trial_mode
-from covid_sweep.training.trial import run_trial
+from covid_sweep.tracking.tracker import ArtifactUploadError, Tracker, agent_sweep_id, agent_sweep_params, embedded_trial_mode
+
+
+def run_trial(*args, **kwargs):
+    """covid_sweep.training.trial.run_trial, imported when a trial really starts: it loads torch (seconds)."""
+    from covid_sweep.training.trial import run_trial as run
+
+    return run(*args, **kwargs)
 
 
 def run_embedded(store_path: Path, trial_id: int, home: Path) -> int:
@@ -56,31 +67,45 @@ def run_embedded(store_path: Path, trial_id: int, home: Path) -> int:
         return 2 if isinstance(err, UserError) else 1
 
 
-def run_wandb_agent(argv: list[str], home: Path) -> int:
-    """Under `wandb agent`: the sweep's suggestions arrive in wandb.config (and as --key=value args)."""
-    stop = {"requested": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))
+def run_wandb_agent(argv: list[str], home: Path, stop: Callable[[], bool] = SIGTERM_STOP) -> int:
+    """Under `wandb agent`: the sweep's suggestions arrive in WANDB_SWEEP_PARAM_PATH (what wandb.config loads)
+    and as --key=value args. stop: true once SIGTERM arrived (installed by the entrypoint before its imports)."""
+    try:
+        # the typed YAML values win over the same keys' --key=value strings
+        config = build_config({**parse_agent_args(argv), **agent_sweep_params()}, source="sweep parameters")
+    except UserError as err:  # before wandb.init: no W&B run is made for a suggestion that cannot train
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     tracker = Tracker.start(mode=None, directory=home)
     try:
-        params = {**tracker.params, **parse_agent_args(argv)}
-        config = build_config(params, source="sweep parameters")
         tracker.record_config(config.model_dump(mode="json"))
+        if stop():  # SIGTERM during the imports or wandb.init: end now, as stopped, before loading any data
+            return _finish(tracker, TrialState.STOPPED, "no epoch was run, no artifact")
         sweep_id = agent_sweep_id()
         result = run_trial(config, paths.trial_artifact_dir(home, sweep_id, tracker.run_id), tracker,
-                           should_stop=lambda: stop["requested"], trial_name=tracker.run_id,
-                           artifact_name=f"model-{sweep_id}")
-        tracker.record_trial_state(result.state)
-        print(f"trial {tracker.run_id} {result.state}; artifact {result.artifact}", flush=True)
-        tracker.finish(0)
-        return 0
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        tracker.finish(2)
-        return 2
-    except Exception:
+                           should_stop=stop, trial_name=tracker.run_id, artifact_name=f"model-{sweep_id}")
+        return _finish(tracker, result.state, f"artifact {result.artifact}")
+    except ArtifactUploadError as err:
+        return _fail(tracker, str(err), 1)
+    except UserError as err:  # bad data found once the trial looked at it
+        return _fail(tracker, str(err), 2)
+    except Exception as err:  # noqa: BLE001 - any crash: the run says failed, and why
         traceback.print_exc()
-        tracker.finish(1)
-        return 1
+        return _fail(tracker, f"{type(err).__name__}: {err}", 1)
+
+
+def _finish(tracker: Tracker, state: TrialState, detail: str) -> int:
+    tracker.record_trial_state(state)
+    print(f"trial {tracker.run_id} {state}; {detail}", flush=True)
+    tracker.finish(0)
+    return 0
+
+
+def _fail(tracker: Tracker, message: str, exit_code: int) -> int:
+    print(f"error: trial {tracker.run_id} failed: {message}", file=sys.stderr, flush=True)
+    tracker.record_failure(message)
+    tracker.finish(exit_code)
+    return exit_code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if invocation.embedded is not None:
             return run_embedded(invocation.embedded.store, invocation.embedded.trial_id, home)
-        return run_wandb_agent(invocation.rest, home)
+        return run_wandb_agent(invocation.rest, home, SIGTERM_STOP.install())
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
