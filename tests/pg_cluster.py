@@ -39,7 +39,8 @@ def _free_port() -> int:
 class PgCluster:
     def __init__(self, bindir: Path, fsync: bool = False):
         self.bindir, self.fsync = bindir, fsync
-        self.root = Path(tempfile.mkdtemp(prefix="covid-sweep-pg-"))
+        # under root the service user must reach the folder: /tmp, not a private $TMPDIR
+        self.root = Path(tempfile.mkdtemp(prefix="covid-sweep-pg-", dir="/tmp" if os.geteuid() == 0 else None))
         self.data, self.log = self.root / "data", self.root / "server.log"
         self.port = _free_port()
         self._as_service_user = os.geteuid() == 0

@@ -67,5 +67,7 @@ store_option = click.option(
          "default HOME/sweeps.db. A password in the URL is never printed.")
 artifacts_option = click.option(
     "--artifacts", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
-    help="Artifacts folder shared by the boxes of a sweep (NFS/SMB mount); default HOME/artifacts.")
+    envvar="COVID_SWEEP_ARTIFACTS", show_envvar=True,
+    help="Artifacts folder shared by the boxes of a sweep (an NFS/SMB mount; each box may mount it at its "
+         "own path); default HOME/artifacts.")
 
