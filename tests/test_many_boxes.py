@@ -235,3 +235,18 @@ def test_a_real_sweep_on_postgresql_run_from_two_boxes_then_exported_from_the_se
     assert (out / "submission.csv").is_file() and (out / "model").is_dir()
     assert store.alias(sweep_id, "best") == winner.id
     assert f"{winner.name} [best]" in cli("box-a", "status", sweep_id)  # the promotion is seen from box A
+
+
+def test_a_store_connection_dropped_by_the_server_is_reopened_between_statements(pg_url):
+    """A sweep runs for days: a database restart or a dropped connection between two polls is not fatal."""
+    import psycopg
+
+    store = Store(pg_url)
+    sweep = new_sweep(store, {"method": "grid", "metric": METRIC, "parameters": {}}, "t.yaml", None, seed=0)
+    backend_pid = store.conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        assert admin.execute("SELECT pg_terminate_backend(%s)", (backend_pid,)).fetchone()[0]
+    assert store.sweep(sweep.id).id == sweep.id  # a new connection, the same store
+    with store.write_lock():  # and the lock works on it
+        store.add_trial(sweep.id, f"{sweep.id}-001", {}, owner="box:1")
+    assert [t.name for t in store.trials(sweep.id)] == [f"{sweep.id}-001"]

@@ -80,10 +80,8 @@ class PostgresBackend:
         url = sa.make_url(str(location.address)).set(drivername="postgresql+psycopg", password=location.password)
         self.engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", pool_pre_ping=True, pool_size=1)
         self._sql: dict[str, str] = {}
-        try:
-            self.conn = self.engine.connect()
-        except sa.exc.OperationalError as err:
-            raise StoreError(f"{self.label}: cannot connect to the sweep store ({_first_line(err)})") from None
+        self._in_transaction = False
+        self.conn = self._connect()
         if not create and self.schema_version() is None:
             self.close()
             raise StoreError(f"{self.label}: no sweep store in this database yet; `covid-sweep sweep --store URL` "
@@ -93,6 +91,12 @@ class PostgresBackend:
                 self.conn.exec_driver_sql(SCHEMA)
                 if self.conn.exec_driver_sql("SELECT COUNT(*) FROM schema_version").scalar() == 0:
                     self.conn.exec_driver_sql("INSERT INTO schema_version VALUES (%s)", (version,))
+
+    def _connect(self) -> sa.Connection:
+        try:
+            return self.engine.connect()
+        except sa.exc.OperationalError as err:
+            raise StoreError(f"{self.label}: cannot connect to the sweep store ({_first_line(err)})") from None
 
     def schema_version(self) -> int | None:
         exists = self.conn.exec_driver_sql("SELECT to_regclass('schema_version') IS NOT NULL").scalar()
@@ -112,10 +116,20 @@ class PostgresBackend:
         return translated
 
     def execute(self, sql: str, params=()) -> _Result:
+        statement = self._translate(sql)
         try:
-            return _Result(self.conn.exec_driver_sql(self._translate(sql), tuple(params)))
-        except sa.exc.OperationalError as err:
-            raise StoreError(f"{self.label}: {_first_line(err)}") from err
+            return _Result(self.conn.exec_driver_sql(statement, tuple(params)))
+        except sa.exc.DBAPIError as err:
+            if err.connection_invalidated and not self._in_transaction:
+                pass  # reconnect below
+            elif isinstance(err, sa.exc.OperationalError):  # the server, not our SQL: one line for the user
+                raise StoreError(f"{self.label}: {_first_line(err)}") from err
+            else:
+                raise
+        # the server restarted or the network dropped since the last call (a sweep runs for days):
+        # one statement outside a transaction is safe to send again on a new connection
+        self.conn = self._connect()
+        return _Result(self.conn.exec_driver_sql(statement, tuple(params)))
 
     def insert(self, sql: str, params) -> int:
         return self.execute(sql + " RETURNING id", params).fetchone()["id"]
@@ -123,14 +137,18 @@ class PostgresBackend:
     @contextmanager
     def transaction(self) -> Iterator[sa.Connection]:
         """One writer at a time across every box and process; what is read inside is still true at commit."""
-        self.conn.exec_driver_sql("BEGIN")
+        self.execute("BEGIN")  # reconnects first if the connection was lost while idle
+        self._in_transaction = True
         try:
             self.conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
             yield self.conn
+            self.conn.exec_driver_sql("COMMIT")
         except BaseException:
-            self.conn.exec_driver_sql("ROLLBACK")
+            if not self.conn.invalidated:
+                self.conn.exec_driver_sql("ROLLBACK")
             raise
-        self.conn.exec_driver_sql("COMMIT")
+        finally:
+            self._in_transaction = False
 
     def close(self) -> None:
         self.conn.close()
