@@ -6,26 +6,30 @@ EPOCHS per-epoch metric writes, its history read back, its end, and a controller
 The store starts empty, so later cycles read more trials, as in a real sweep.
 
     python benchmarks/store_ops.py [--store URL_OR_FILE] [--cycles 200] [--epochs 5] [--repeats 3]
+    python benchmarks/store_ops.py --compare REV     # SQLite: the store of git revision REV vs this tree
 
-Default store: a fresh SQLite file in a temporary folder. For PostgreSQL pass a URL of an empty
-database (each run adds a sweep named bench<N>; use a throwaway database).
+Default store: a fresh SQLite file in a temporary folder per repeat. For PostgreSQL pass a URL of a
+throwaway database (each repeat adds a sweep named bench<N>); `python tests/pg_cluster.py --fsync`
+starts one. --compare runs REV's covid_sweep/sweep/store.py and this tree's in the same process,
+interleaved repeat by repeat, so load on the machine hits both alike.
 Prints the median over repeats of microseconds per cycle and per operation (never hard-coded).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 
-def one_run(location, cycles: int, epochs: int) -> dict[str, float]:
-    from covid_sweep.sweep.store import Store
-
-    store = Store(location)
+def one_run(store_class, location, cycles: int, epochs: int) -> dict[str, float]:
+    store = store_class(location)
     store.create_sweep(f"bench{time.monotonic_ns()}", "bench", "bench.yaml",
                        {"method": "random", "metric": {"name": "val_auc", "goal": "maximize"}, "parameters": {}},
                        None, 0)
@@ -59,23 +63,48 @@ def one_run(location, cycles: int, epochs: int) -> dict[str, float]:
     return result
 
 
+def store_class_at(rev: str):
+    """The Store class of git revision `rev` (its store.py, importing this tree's other modules)."""
+    source = subprocess.run(["git", "show", f"{rev}:covid_sweep/sweep/store.py"], capture_output=True, text=True,
+                            check=True, cwd=Path(__file__).resolve().parents[1]).stdout
+    path = Path(tempfile.mkdtemp()) / "store_at_rev.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("store_at_rev", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module.Store
+
+
+def _median(runs: list[dict]) -> dict[str, float]:
+    return {key: round(statistics.median(run[key] for run in runs), 1) for key in runs[0]}
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", default=None, help="a PostgreSQL URL or SQLite file (default: a fresh temporary file)")
     parser.add_argument("--cycles", type=int, default=200)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--compare", metavar="REV", default=None,
+                        help="also time the SQLite store of git revision REV, interleaved with this tree's")
     args = parser.parse_args(argv)
-    runs = []
+    from covid_sweep.sweep.store import Store
+
+    classes = {"this tree": Store}
+    if args.compare:
+        classes = {f"at {args.compare}": store_class_at(args.compare), **classes}
+    runs: dict[str, list[dict]] = {label: [] for label in classes}
     for _ in range(args.repeats):
-        with tempfile.TemporaryDirectory() as tmp:
-            location = args.store or Path(tmp) / "sweeps.db"
-            runs.append(one_run(location, args.cycles, args.epochs))
-    median = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
-    print(json.dumps({"store": "sqlite (temporary file)" if args.store is None else "given",
+        for label, store_class in classes.items():
+            with tempfile.TemporaryDirectory() as tmp:
+                location = Path(tmp) / "sweeps.db" if args.compare or not args.store else args.store
+                runs[label].append(one_run(store_class, location, args.cycles, args.epochs))
+    result = {label: _median(label_runs) for label, label_runs in runs.items()}
+    print(json.dumps({"store": "sqlite (temporary file)" if args.compare or not args.store else "given",
                       "cycles": args.cycles, "epochs": args.epochs, "repeats": args.repeats,
-                      "median_us": {k: round(v, 1) for k, v in median.items()}}, indent=1))
-    return median
+                      "median_us": result}, indent=1))
+    return result
 
 
 if __name__ == "__main__":
