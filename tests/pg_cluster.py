@@ -4,7 +4,7 @@ PostgreSQL refuses to run as root, so under root the cluster runs as the `postgr
 Debian package) on a folder that user owns. Trust authentication, TCP on 127.0.0.1 only, the unix
 socket inside the folder. `stop()` shuts it down and removes the folder: nothing is left running.
 
-    python tests/pg_cluster.py    # start one, print its URL, stop it on Enter (for benchmarks by hand)
+    python tests/pg_cluster.py [--fsync]   # start one, print its URL; Ctrl-C or SIGTERM stops and removes it
 """
 
 from __future__ import annotations
@@ -85,14 +85,18 @@ class PgCluster:
 
 
 if __name__ == "__main__":
+    import signal
     import sys
 
     bindir = find_bindir()
     if bindir is None:
         sys.exit("no PostgreSQL binaries (apt-get install postgresql-15)")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     cluster = PgCluster(bindir, fsync="--fsync" in sys.argv).start()
     try:
         print(cluster.url(), flush=True)
-        input("running; Enter stops it\n")
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
     finally:
         cluster.stop()
