@@ -20,7 +20,7 @@ from pathlib import Path
 
 from covid_sweep.core.states import ACTIVE, TrialState
 from covid_sweep.sweep import engine, protocol
-from covid_sweep.sweep.launcher import ForkLauncher, TrialHandle
+from covid_sweep.sweep.launcher import AGENT_PRELOAD, ForkLauncher, TrialHandle
 from covid_sweep.sweep.store import Store, Sweep, Trial, machine_id, process_start
 from covid_sweep.tracking.tracker import trial_process_env
 
@@ -84,7 +84,9 @@ class Controller:
         self.store, self.sweep, self.home = store, sweep, Path(home)
         self.stale_s, self.artifacts = stale_s, artifacts
         self.agents, self.count, self.gpus = agents, count, gpus or []
-        self.launcher = launcher or ForkLauncher()
+        # trials on a PostgreSQL store import SQLAlchemy and psycopg: once, in the fork server, not per trial
+        extra = ("covid_sweep.sweep.store_postgres",) if store.location.kind == "postgresql" else ()
+        self.launcher = launcher or ForkLauncher(preload=AGENT_PRELOAD + extra)
         self.poll_s, self.log = poll_s, log
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self.slots: dict[int, Slot] = {}
