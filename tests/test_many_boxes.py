@@ -68,7 +68,9 @@ def test_two_boxes_cover_a_grid_exactly_once(pg_url, tmp_path):
         assert {p.stem for p in (tmp_path / box / "logs" / sweep.id).iterdir()} == mine
 
 
-def test_a_dead_box_has_its_running_trials_retried_once_by_the_other_after_its_heartbeat_goes_stale(store, tmp_path):
+def test_a_dead_box_has_its_running_trials_retried_once_by_the_other_after_its_heartbeat_goes_stale(pg_url, tmp_path):
+    """(PostgreSQL only: an SQLite store lives on one box; its staleness test is the one below.)"""
+    store = Store(pg_url)
     stale_s = 3.0
     values = [0.2, 0.3, 0.4, 0.5]
     config = {"method": "grid", "metric": METRIC,
