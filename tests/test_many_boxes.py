@@ -50,17 +50,18 @@ def owner_of(process) -> str:
     return f"{socket.gethostname()}:{process.pid}"
 
 
-def test_two_boxes_cover_a_grid_exactly_once(pg_url, tmp_path):
+def test_two_boxes_cover_a_grid_exactly_once_and_share_its_run_cap(pg_url, tmp_path):
     store = Store(pg_url)
-    values = [round(0.1 * i, 1) for i in range(1, 9)]
-    config = {"method": "grid", "metric": METRIC,
+    values = [round(0.1 * i, 1) for i in range(1, 10)]
+    config = {"method": "grid", "metric": METRIC, "run_cap": 8,
               "parameters": {"quality": {"values": values}, "epochs": {"value": 2}, "epoch_s": {"value": 0.1}}}
     sweep = new_sweep(store, config, "t.yaml", None, seed=0)
     boxes = [start_box(store, sweep.id, tmp_path, box, agents=2) for box in ("box-a", "box-b")]
     outputs = [b.communicate(timeout=120)[0] for b in boxes]
     assert all(b.returncode == 0 for b in boxes), outputs
     trials = store.trials(sweep.id)
-    assert sorted(t.params["quality"] for t in trials) == values  # each once, none twice
+    assert sorted(t.params["quality"] for t in trials) == values[:8]  # each once, none twice, 8 in all
+    assert all("| run_cap 8 reached" in out for out in outputs), outputs
     assert all(t.state == "finished" and t.retry_of is None for t in trials)
     assert {t.owner for t in trials} == {owner_of(b) for b in boxes}  # both boxes did work
     for box, process in zip(("box-a", "box-b"), boxes):  # each box keeps the logs of its own trials
@@ -132,6 +133,27 @@ def test_newer_schema_is_refused_with_the_versions_named(store):
     newer = rf"schema version {SCHEMA_VERSION + 1} is newer than this covid-sweep reads \(version {SCHEMA_VERSION}\)"
     with pytest.raises(StoreError, match=rf"{re.escape(str(where))}: sweep store {newer}"):
         Store(where)
+
+
+def test_a_store_made_before_schema_versions_opens_and_is_brought_up_to_date(tmp_path):
+    import sqlite3
+
+    old = tmp_path / "sweeps.db"
+    conn = sqlite3.connect(old)
+    conn.executescript("""
+        CREATE TABLE sweeps (id TEXT PRIMARY KEY, name TEXT, source TEXT, config TEXT NOT NULL, data_dir TEXT,
+                             seed INTEGER NOT NULL, created REAL NOT NULL);
+        CREATE TABLE controllers (owner TEXT PRIMARY KEY, heartbeat REAL NOT NULL);
+        INSERT INTO sweeps VALUES ('sw1', 'old', 't.yaml', '{"method": "grid", "parameters": {}}', NULL, 3, 0);
+        INSERT INTO controllers VALUES ('box:1', 0);
+    """)
+    conn.commit()
+    conn.close()
+    store = Store(old, create=False)
+    assert store.sweep("sw1").seed == 3 and store.backend.schema_version() == SCHEMA_VERSION
+    assert store.controller_seen("box:1").machine is None and store.controller_seen("box:1").age_s > 1e9
+    store.heartbeat("box:2")
+    assert store.controller_seen("box:2").age_s < 60 and store.controller_seen("box:2").machine
 
 
 def test_store_urls_are_parsed_and_their_password_never_shown():
