@@ -245,7 +245,8 @@ class Controller:
                     self.slots[trial.id] = self.launch(trial)
                     outcome.launched.append(trial.name)
                 if not self.slots:
-                    others = self._others_active() if outcome.reason.startswith(RETRYABLE_ENDS) else 0
+                    can_launch = self.count is None or len(outcome.launched) < self.count
+                    others = self._others_active() if can_launch and outcome.reason.startswith(RETRYABLE_ENDS) else 0
                     if not others and waiting:  # what we waited for ended: an interrupted one is ours to retry
                         waiting, exhausted = False, False
                         continue
