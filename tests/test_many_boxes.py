@@ -219,9 +219,10 @@ def test_an_artifact_not_reachable_from_this_box_is_named(tmp_path):
     assert best_finished_trial(store, sweep, artifacts=here).artifact == str(here / "sw1" / "sw1-001")
 
 
-def test_a_real_sweep_on_postgresql_run_from_two_boxes_then_exported_from_the_second(pg_url, tiny_data, tmp_path):
-    """Box A starts the smoke sweep, box B resumes it (one real trial each); B exports the winner
-    through its own mount of the shared artifacts folder after A's mount is gone."""
+def test_a_real_sweep_on_postgresql_then_export_best_from_the_other_box(pg_url, tiny_data, tmp_path):
+    """Box A runs the smoke sweep (two real trials); box B exports the winner through its own mount of
+    the shared artifacts folder, A's mount not being visible from B. (Resuming from another box is
+    the fake-trial tests' part: a third real trial would cost this test a third of its time.)"""
     nfs = tmp_path / "nfs"
     nfs.mkdir()
     mounts = {box: tmp_path / box / "mnt" for box in ("box-a", "box-b")}
@@ -237,18 +238,16 @@ def test_a_real_sweep_on_postgresql_run_from_two_boxes_then_exported_from_the_se
         assert run.returncode == 0, (args, run.stdout[-3000:], run.stderr[-3000:])
         return run.stdout
 
-    first = cli("box-a", "sweep", "sweeps/smoke.yaml", "--data", str(tiny_data), "--count", "1",
+    first = cli("box-a", "sweep", "sweeps/smoke.yaml", "--data", str(tiny_data), "--count", "2",
                 "--artifacts", str(mounts["box-a"]))
     sweep_id = first.split()[1]
-    assert f"resume with: covid-sweep sweep --resume {sweep_id}" in first
-    cli("box-b", "sweep", "--resume", sweep_id, "--count", "1", "--artifacts", str(mounts["box-b"]))
+    assert f"resume with: covid-sweep sweep --resume {sweep_id}" in first and "postgresql://" in first
 
     store = Store(pg_url)
     trials = store.trials(sweep_id)
     assert [t.state for t in trials] == ["finished", "finished"]
-    assert [t.artifact.startswith(str(mounts[box])) for t, box in zip(trials, ("box-a", "box-b"))] == [True, True]
-    assert len(store.history(trials[0].id)) == 2  # smoke.yaml: every epoch written as it happened
-    assert len({t.owner for t in trials}) == 2
+    assert all(t.artifact.startswith(str(mounts["box-a"])) for t in trials)
+    assert all(len(store.history(t.id)) == 2 for t in trials)  # smoke.yaml: every epoch written as it happened
 
     mounts["box-a"].unlink()  # box A's mount is not visible from box B
     out = tmp_path / "box-b" / "export"
@@ -258,7 +257,8 @@ def test_a_real_sweep_on_postgresql_run_from_two_boxes_then_exported_from_the_se
     assert f"best finished trial of sweep {sweep_id}: {winner.name}" in exported
     assert (out / "submission.csv").is_file() and (out / "model").is_dir()
     assert store.alias(sweep_id, "best") == winner.id
-    assert f"{winner.name} [best]" in cli("box-a", "status", sweep_id)  # the promotion is seen from box A
+    seen_from_a = CliRunner().invoke(main, ["status", sweep_id, "--store", pg_url], terminal_width=200)
+    assert f"{winner.name} [best]" in seen_from_a.output  # the promotion is in the shared store
 
 
 def test_a_store_connection_dropped_by_the_server_is_reopened_between_statements(pg_url):
