@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import time
 from pathlib import Path
 
@@ -32,6 +33,8 @@ def isolated_state(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("COVID_SWEEP_DATA", raising=False)
+    monkeypatch.delenv("COVID_SWEEP_STORE", raising=False)
+    monkeypatch.delenv("COVID_SWEEP_MACHINE", raising=False)
 
 
 def _slice(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
@@ -123,3 +126,32 @@ def tiny_config_values(tiny_data) -> dict:
     """The smallest real trial: a CPU-second of training."""
     return {"backbone": "resnet18", "input_size": 32, "epochs": 2, "batch_size": 8, "patience": 2,
             "val_fraction": 0.25, "data_dir": str(tiny_data)}
+
+
+# ---- PostgreSQL: one throwaway cluster per test session, a fresh database per test ---------------------
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    from pg_cluster import PgCluster, find_bindir
+
+    bindir = find_bindir()
+    if bindir is None:
+        reason = "PostgreSQL binaries not found (/usr/lib/postgresql/*/bin or $PG_BINDIR; apt-get install postgresql-15)"
+        if os.environ.get("COVID_SWEEP_REQUIRE_PG"):  # CI: a skipped backend would pass silently
+            pytest.fail(reason)
+        pytest.skip(reason)
+    cluster = PgCluster(bindir).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster, request) -> str:
+    """The URL of an empty database of its own for this test."""
+    pg_url.count += 1
+    return pg_cluster.create_database(f"t{os.getpid()}_{pg_url.count}")
+
+
+pg_url.count = 0

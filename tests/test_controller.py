@@ -1,4 +1,8 @@
-"""The embedded controller with cheap fake trials: real subprocesses, real store, real W&B engine."""
+"""The embedded controller with cheap fake trials: real subprocesses, real store, real W&B engine.
+
+Every test that takes the `store` fixture runs against both backends: an SQLite file and a fresh
+database on a throwaway PostgreSQL cluster (conftest.pg_cluster).
+"""
 
 import signal
 import socket
@@ -22,9 +26,11 @@ FAKE_LAUNCHER = ForkLauncher(fake_trial.main, preload=("covid_sweep.sweep.child"
 METRIC = {"name": "val_auc", "goal": "maximize"}
 
 
-@pytest.fixture
-def store(tmp_path):
-    return Store(tmp_path / "home" / "sweeps.db")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        return Store(tmp_path / "home" / "sweeps.db")
+    return Store(request.getfixturevalue("pg_url"))
 
 
 def run_controller(store, sweep, tmp_path, **kwargs):
@@ -157,16 +163,17 @@ def test_status_cli_sorts_by_metric(store, tmp_path):
               "parameters": {"quality": {"values": [0.3, 0.9, 0.6]}, "epochs": {"value": 1}, "epoch_s": {"value": 0.05}}}
     sweep = new_sweep(store, config, "t.yaml", None, seed=0)
     run_controller(store, sweep, tmp_path)
-    result = CliRunner().invoke(main, ["status", sweep.id, "--home", str(tmp_path / "home")])
+    where = ["--home", str(tmp_path / "home"), "--store", str(store.path)]
+    result = CliRunner().invoke(main, ["status", sweep.id, *where])
     assert result.exit_code == 0, result.output
     rows = [line for line in result.output.splitlines() if f"{sweep.id}-0" in line]
     assert [r.split("│")[-2].strip() for r in rows] == ["0.9", "0.6", "0.3"]
     assert "3 trials; 3 finished" in result.output
     best = max(store.trials(sweep.id), key=lambda t: t.best)
     store.set_alias(sweep.id, "best", best.id)
-    marked = CliRunner().invoke(main, ["status", sweep.id, "--home", str(tmp_path / "home")])
+    marked = CliRunner().invoke(main, ["status", sweep.id, *where])
     assert f"{best.name} [best]" in marked.output
-    missing = CliRunner().invoke(main, ["status", "nope", "--home", str(tmp_path / "home")])
+    missing = CliRunner().invoke(main, ["status", "nope", *where])
     assert missing.exit_code == 1 and "no sweep 'nope'" in missing.output
 
 

@@ -479,3 +479,18 @@ def test_compose_file_adds_a_gpu_with_three_lines():
     assert 'device_ids: ["1"]' in block[2] and "replicas: *replicas" in block[2]
     raw = yaml.safe_load(COMPOSE_FILE.read_text())
     assert raw["x-replicas"] == "${AGENTS_PER_GPU:-1}"
+
+
+def test_compose_config_postgres_profile_for_a_store_shared_by_boxes(compose, tmp_path, data_dir):
+    env = {"DATA_DIR": str(data_dir), "POSTGRES_PASSWORD": "pw", "POSTGRES_PORT": "6543",
+           "COVID_SWEEP_STORE": "postgresql://covid@db.lan:6543/sweeps", "PGPASSWORD": "pw"}
+    services = compose_config(compose, tmp_path, env, "--profile", "postgres", "--profile", "embedded")["services"]
+    postgres = services["postgres"]
+    assert postgres["profiles"] == ["postgres"] and postgres["image"].startswith("postgres:15")
+    assert postgres["environment"] == {"POSTGRES_USER": "covid", "POSTGRES_DB": "sweeps", "POSTGRES_PASSWORD": "pw"}
+    assert [(p["target"], str(p["published"])) for p in postgres["ports"]] == [(5432, "6543")]
+    assert _mounts(postgres)["/var/lib/postgresql/data"]["source"] == "pgdata"
+    # the embedded controller takes the store (and its password) from the host, never from this file
+    embedded = services["embedded"]["environment"]
+    assert embedded["COVID_SWEEP_STORE"] == "postgresql://covid@db.lan:6543/sweeps" and embedded["PGPASSWORD"] == "pw"
+    assert "postgres" not in compose_config(compose, tmp_path, {"DATA_DIR": str(data_dir)})["services"]

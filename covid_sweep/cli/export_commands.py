@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from covid_sweep.cli.options import data_option, home_option, resolve_data
+from covid_sweep.cli.options import artifacts_option, data_option, home_option, resolve_data, store_option
 
 
 def tta_options(command):
@@ -36,9 +36,11 @@ def _summary(prediction) -> str:
 @click.option("--registry", default=None, metavar="COLLECTION",
               help="W&B registry collection to link the winner into, e.g. wandb-registry-model/covid-ct (W&B sweeps).")
 @home_option
+@store_option
+@artifacts_option
 @tta_options
 @force_option
-def export_best(sweep, data, out, registry, home, tta, tta_views, force) -> None:
+def export_best(sweep, data, out, registry, home, store, artifacts, tta, tta_views, force) -> None:
     """Promote the best finished trial of SWEEP and export it: submission, model, model card.
 
     SWEEP is an embedded sweep id (see `covid-sweep status`) or a W&B sweep as entity/project/sweep_id.
@@ -47,7 +49,7 @@ def export_best(sweep, data, out, registry, home, tta, tta_views, force) -> None
     from covid_sweep.sweep.promote import export_best as run_export
 
     result = run_export(sweep, resolve_data(data), out, home=home, registry=registry, views=views_for(tta, tta_views),
-                        force=force)
+                        force=force, store=store, artifacts=artifacts)
     p = result.provenance
     value = f"{p.value:.4f}" if isinstance(p.value, float) else p.value
     click.echo(f"best finished trial of sweep {p.sweep_id}: {p.trial_id} ({p.metric}={value}, {p.goal})")

@@ -61,3 +61,13 @@ data_option = click.option("--data", "data", required=True, metavar="DATA",
                            help="Data folder in the competition layout, or a data set name (ucsd-covid-ct).")
 home_option = click.option("--home", type=click.Path(file_okay=False, path_type=Path), default=None,
                            help="State folder (store, artifacts, W&B offline runs); default $COVID_SWEEP_HOME or ./.covid_sweep.")
+store_option = click.option(
+    "--store", "store", default=None, metavar="URL", envvar="COVID_SWEEP_STORE", show_envvar=True,
+    help="Sweep store: postgresql://user@host:port/db (shared by several boxes) or an SQLite file; "
+         "default HOME/sweeps.db. A password in the URL is never printed.")
+artifacts_option = click.option(
+    "--artifacts", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+    envvar="COVID_SWEEP_ARTIFACTS", show_envvar=True,
+    help="Artifacts folder shared by the boxes of a sweep (an NFS/SMB mount; each box may mount it at its "
+         "own path); default HOME/artifacts.")
+

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import click
 
-from covid_sweep.cli.options import home_option
-from covid_sweep.core import paths
+from covid_sweep.cli.options import home_option, store_option
 
 
 @click.command()
@@ -19,7 +18,8 @@ from covid_sweep.core import paths
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               help="Data folder holding test_labels.csv (default the promoted model's recorded data folder).")
 @home_option
-def report(sweep_id, out, export_dir, data_dir, home) -> None:
+@store_option
+def report(sweep_id, out, export_dir, data_dir, home, store) -> None:
     """Write an HTML report of SWEEP_ID (default the latest sweep; entity/project/id for a W&B sweep): trial table,
     parallel coordinates, metric curves, parameter importance, timing and the promoted model."""
     # plotly and sklearn load here, not when the CLI starts
@@ -31,12 +31,12 @@ def report(sweep_id, out, export_dir, data_dir, home) -> None:
     if sweep_id and wandb_api.is_wandb_path(sweep_id):
         record = from_wandb(wandb_api.connect(), sweep_id)
     else:
-        from covid_sweep.sweep.controller import open_store
+        from covid_sweep.sweep.store import open_store
 
-        store = open_store(paths.home(home), create=False)
+        opened = open_store(store, home, create=False)
         try:
-            record = from_store(store, sweep_id or store.latest_sweep().id)
+            record = from_store(opened, sweep_id or opened.latest_sweep().id)
         finally:
-            store.close()
+            opened.close()
     written = write_report(record, promoted_model(record, export_dir, data_dir), out)
     click.echo(f"{written}: report of sweep {record.id} ({len(record.trials)} trials)")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from covid_sweep.cli.options import home_option, resolve_data
+from covid_sweep.cli.options import artifacts_option, home_option, resolve_data, store_option
 from covid_sweep.core import paths
 from covid_sweep.core.errors import UserError
 
@@ -35,13 +35,19 @@ def validate(sweep_file: Path) -> None:
 @click.option("--max-early-failures", type=click.IntRange(min=1), default=5, show_default=True,
               help="End the sweep after this many trials in a row fail before their first epoch.")
 @home_option
-def sweep(sweep_file, data, count, agents, gpus, resume_id, seed, max_early_failures, home) -> None:
-    """Run SWEEP_FILE with W&B's sweep engine locally: no account, no network, SQLite store."""
-    from covid_sweep.sweep.controller import Controller, new_sweep, open_store
+@store_option
+@artifacts_option
+def sweep(sweep_file, data, count, agents, gpus, resume_id, seed, max_early_failures, home, store, artifacts) -> None:
+    """Run SWEEP_FILE with W&B's sweep engine locally: no account, no network; an SQLite store on this box,
+    or a PostgreSQL one (--store) that controllers on several boxes share (`--resume ID` on each)."""
+    from covid_sweep.sweep.controller import Controller, new_sweep
     from covid_sweep.sweep.spec import load_spec
+    from covid_sweep.sweep.store import open_store
 
     root = paths.home(home)
-    store = open_store(root)
+    artifacts = Path(artifacts).absolute() if artifacts else None
+    store_url = store
+    store = open_store(store_url, root)
     if resume_id:
         the_sweep = store.sweep(resume_id)
         if data:
@@ -54,20 +60,22 @@ def sweep(sweep_file, data, count, agents, gpus, resume_id, seed, max_early_fail
         if data_dir is None and "data_dir" not in config["parameters"]:
             raise UserError("--data is required (or a data_dir parameter in the sweep)")
         the_sweep = new_sweep(store, config, str(sweep_file), data_dir, seed)
-    click.echo(f"sweep {the_sweep.id} ({the_sweep.config['method']}, metric {the_sweep.metric}) in {root}")
+    click.echo(f"sweep {the_sweep.id} ({the_sweep.config['method']}, metric {the_sweep.metric}) in {root}"
+               + (f", store {store.path}" if store_url or store.location.kind != "sqlite" else ""))
     started = time.time()
-    with _live_view(root, the_sweep, agents, count) as log:
+    with _live_view(store_url, root, the_sweep, agents, count) as log:
         controller = Controller(store, the_sweep, root, agents=agents, count=count,
                                 gpus=[g for g in (gpus or "").split(",") if g], log=log,
-                                max_early_failures=max_early_failures)
+                                max_early_failures=max_early_failures, artifacts=artifacts)
         outcome = controller.run()
     click.echo(f"sweep {the_sweep.id}: {len(outcome.launched)} trials in {time.time() - started:.1f}s; stopped: {outcome.reason}")
     _print_status(store, the_sweep.id)
-    click.echo(f"resume with: covid-sweep sweep --resume {the_sweep.id}" + (f" --home {root}" if home else ""))
+    click.echo(f"resume with: covid-sweep sweep --resume {the_sweep.id}" + (f" --home {root}" if home else "")
+               + (f" --store {store.path}" if store_url else "") + (f" --artifacts {artifacts}" if artifacts else ""))
 
 
 @contextmanager
-def _live_view(root, sweep, agents: int, count: int | None):
+def _live_view(store_url: str | None, root: Path, sweep, agents: int, count: int | None):
     """On a terminal, the live view (its own store connection) with the controller's lines printed above it;
     piped or logged, plain lines only. Yields the controller's log callable."""
     from rich.console import Console
@@ -76,10 +84,10 @@ def _live_view(root, sweep, agents: int, count: int | None):
     if not console.is_terminal:
         yield click.echo
         return
-    from covid_sweep.sweep.controller import open_store
     from covid_sweep.sweep.live import LiveView
+    from covid_sweep.sweep.store import open_store
 
-    view_store = open_store(root, create=False)
+    view_store = open_store(store_url, root, create=False)
     try:
         with LiveView(view_store, sweep, console, agents=agents, count=count) as view:
             yield view.log
@@ -92,11 +100,12 @@ def _live_view(root, sweep, agents: int, count: int | None):
 @click.option("--all-params", is_flag=True, help="Show every parameter, also those equal in every trial.")
 @click.option("--json", "as_json", is_flag=True, help="Print the sweep and its trials as JSON (stable keys) for scripts.")
 @home_option
-def status(sweep_id, all_params, as_json, home) -> None:
+@store_option
+def status(sweep_id, all_params, as_json, home, store) -> None:
     """Progress and trial table of SWEEP_ID (default the latest sweep), best first."""
-    from covid_sweep.sweep.controller import open_store
+    from covid_sweep.sweep.store import open_store
 
-    store = open_store(paths.home(home), create=False)
+    store = open_store(store, home, create=False)
     sweep_id = sweep_id or store.latest_sweep().id
     if as_json:
         import json

@@ -18,8 +18,9 @@ def store_path(root: Path) -> Path:
     return root / "sweeps.db"
 
 
-def trial_artifact_dir(root: Path, sweep_id: str, trial_name: str) -> Path:
-    return root / "artifacts" / sweep_id / trial_name
+def trial_artifact_dir(root: Path, sweep_id: str, trial_name: str, artifacts: Path | None = None) -> Path:
+    """ARTIFACTS/SWEEP/TRIAL: the --artifacts folder (shared by the boxes of a sweep), else HOME/artifacts."""
+    return Path(artifacts or root / "artifacts") / sweep_id / trial_name
 
 
 def cache_root() -> Path:

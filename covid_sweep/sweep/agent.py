@@ -2,7 +2,7 @@
 and by the embedded controller.
 
     wandb agent:  python -m covid_sweep.agent --backbone=resnet50 --lr=4.8e-05 --hflip=False ...
-    embedded:     python -m covid_sweep.agent --store HOME/sweeps.db --trial 12 --home HOME
+    embedded:     python -m covid_sweep.agent --store HOME/sweeps.db|URL --trial 12 --home HOME [--artifacts DIR]
 
 Exit status: 0 when the trial finished or was stopped on request, 1 when it failed (also when its model
 artifact could not be uploaded to W&B), 2 for bad input.
@@ -34,11 +34,11 @@ def run_trial(*args, **kwargs):
     return run(*args, **kwargs)
 
 
-def run_embedded(store_path: Path, trial_id: int, home: Path) -> int:
+def run_embedded(store_location: Path | str, trial_id: int, home: Path, artifacts: Path | None = None) -> int:
     from covid_sweep.sweep.child import TrialProcess
     from covid_sweep.sweep.store import Store
 
-    store = Store(store_path)
+    store = Store(store_location, create=False)
     trial = store.trial(trial_id)
     sweep = store.sweep(trial.sweep_id)
     process = TrialProcess(store, trial, sweep)
@@ -52,7 +52,8 @@ def run_embedded(store_path: Path, trial_id: int, home: Path) -> int:
         tracker = Tracker.start(mode=embedded_trial_mode(), directory=home,
                                 config=config.model_dump(mode="json"), project=sweep.name, group=sweep.id,
                                 name=trial.name, tags=["embedded"])
-        result = run_trial(config, paths.trial_artifact_dir(home, sweep.id, trial.name), tracker,
+        artifact_dir = paths.trial_artifact_dir(home, sweep.id, trial.name, artifacts)
+        result = run_trial(config, artifact_dir, tracker,
                            on_epoch=process.on_epoch, should_stop=process.should_stop, progress=False,
                            trial_name=trial.name, artifact_name=f"model-{sweep.id}")
         state = process.end(result.state == TrialState.STOPPED, str(result.artifact) if result.artifact else None)
@@ -113,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     home = paths.home(invocation.home)
     try:
         if invocation.embedded is not None:
-            return run_embedded(invocation.embedded.store, invocation.embedded.trial_id, home)
+            embedded = invocation.embedded
+            return run_embedded(embedded.store, embedded.trial_id, home, embedded.artifacts)
         return run_wandb_agent(invocation.rest, home, SIGTERM_STOP.install())
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

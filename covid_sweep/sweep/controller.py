@@ -1,7 +1,11 @@
-"""The embedded, air-gapped sweep controller: W&B's engine + the SQLite store + one process per trial.
+"""The embedded, air-gapped sweep controller: W&B's engine + the sweep store + one process per trial.
 
-Several controllers (or one with --agents K) can share a store: suggestions are made inside an
-exclusive SQLite transaction, so no two agents ever receive the same one.
+Several controllers (or one with --agents K), on one box or on many sharing a PostgreSQL store, can
+run one sweep: suggestions are made under the store's write lock, so no two agents ever receive the
+same one. A controller whose heartbeat (database clock) is older than stale_s is dead: the first
+controller to notice marks its trials interrupted, and a claim under the lock retries each once.
+A controller with nothing left to launch waits for the other controllers' trials before it exits,
+so a box that dies during the last trials still has them retried.
 """
 
 from __future__ import annotations
@@ -14,16 +18,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from covid_sweep.core import paths
 from covid_sweep.core.states import ACTIVE, TrialState
 from covid_sweep.sweep import engine, protocol
-from covid_sweep.sweep.launcher import ForkLauncher, TrialHandle
-from covid_sweep.sweep.store import Store, Sweep, Trial, process_start
+from covid_sweep.sweep.launcher import AGENT_PRELOAD, ForkLauncher, TrialHandle
+from covid_sweep.sweep.store import Store, Sweep, Trial, machine_id, process_start
 from covid_sweep.tracking.tracker import trial_process_env
 
 MAX_ATTEMPTS = 2  # an interrupted trial is retried once; interrupted again, it counts as failed
 MAX_EARLY_FAILURES = 5  # as `wandb agent`: this many trials in a row failing before any epoch end the sweep
-STALE_CONTROLLER_S = 60.0
+STALE_CONTROLLER_S = 60.0  # a heartbeat is written every poll (0.5 s); this much silence means the box is gone
+# why a claim found nothing that a retry of another controller's trial can still change
+RETRYABLE_ENDS = ("run_cap", "search space exhausted")
 
 
 def new_sweep(store: Store, config: dict, source: str, data_dir: str | None, seed: int | None = None) -> Sweep:
@@ -47,30 +52,41 @@ class Outcome:
     reason: str = ""
 
 
-def _owner_alive(store: Store, owner: str | None) -> bool:
+def _owner_alive(store: Store, owner: str | None, stale_s: float) -> bool:
+    """Alive: a heartbeat younger than stale_s (database clock) and, where its pid means something here
+    (the same machine), that pid still running."""
     if not owner:
         return False
-    host, _, pid = owner.rpartition(":")
-    beat = store.controller_heartbeat(owner)
-    fresh = beat is not None and time.time() - beat < STALE_CONTROLLER_S
-    if host != socket.gethostname():
-        return fresh
+    seen = store.controller_seen(owner)
+    if seen is None or seen.age_s >= stale_s:
+        return False
+    if not _same_machine(seen.machine, owner):
+        return True
     try:
-        os.kill(int(pid), 0)
+        os.kill(int(owner.rpartition(":")[2]), 0)
     except (ProcessLookupError, ValueError):
         return False
     except PermissionError:
         pass
-    return fresh
+    return True
+
+
+def _same_machine(machine: str | None, owner: str) -> bool:
+    """Whether `owner`'s pid can be checked here; a heartbeat from before machines were recorded has only its host."""
+    return machine == machine_id() if machine else owner.rpartition(":")[0] == socket.gethostname()
 
 
 class Controller:
     def __init__(self, store: Store, sweep: Sweep, home: Path, agents: int = 1, count: int | None = None,
                  gpus: list[str] | None = None, launcher: ForkLauncher | None = None,
-                 poll_s: float = 0.5, log=print, max_early_failures: int = MAX_EARLY_FAILURES):
+                 poll_s: float = 0.5, log=print, max_early_failures: int = MAX_EARLY_FAILURES,
+                 stale_s: float = STALE_CONTROLLER_S, artifacts: Path | None = None):
         self.store, self.sweep, self.home = store, sweep, Path(home)
+        self.stale_s, self.artifacts = stale_s, artifacts
         self.agents, self.count, self.gpus = agents, count, gpus or []
-        self.launcher = launcher or ForkLauncher()
+        # trials on a PostgreSQL store import SQLAlchemy and psycopg: once, in the fork server, not per trial
+        extra = ("covid_sweep.sweep.store_postgres",) if store.location.kind == "postgresql" else ()
+        self.launcher = launcher or ForkLauncher(preload=AGENT_PRELOAD + extra)
         self.poll_s, self.log = poll_s, log
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self.slots: dict[int, Slot] = {}
@@ -119,6 +135,7 @@ class Controller:
         log = self.home / "logs" / self.sweep.id / f"{trial.name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         env = trial_process_env(os.environ)
+        env.update(self.store.location.secret_env)  # the password stays out of argv (ps shows argv)
         env["PYTHONUNBUFFERED"] = "1"
         if self.agents > 1 and "OMP_NUM_THREADS" not in os.environ:
             # K trials sharing the CPU cores: oversubscribed intra-op threads slow every one of them
@@ -126,7 +143,8 @@ class Controller:
         if self.gpus:
             env["CUDA_VISIBLE_DEVICES"] = self.gpus[len(self.slots) % len(self.gpus)]
         # the trial process itself marks the trial running (TrialProcess.start): one writer
-        process = self.launcher.start(protocol.embedded_argv(self.store.path, trial.id, self.home), log, env)
+        argv = protocol.embedded_argv(self.store.path, trial.id, self.home, self.artifacts)
+        process = self.launcher.start(argv, log, env)
         self.log(f"trial {trial.name} started (pid {process.pid}): {trial.params}")
         return Slot(trial, process, log)
 
@@ -174,9 +192,10 @@ class Controller:
         """Active trials whose controller is gone (kill -9, power loss): mark interrupted so they are retried."""
         reaped = []
         for trial in self.store.trials(self.sweep.id, ACTIVE):
-            if trial.owner == self.owner or _owner_alive(self.store, trial.owner):
+            if trial.owner == self.owner or _owner_alive(self.store, trial.owner, self.stale_s):
                 continue
-            if trial.pid and trial.owner and trial.owner.rpartition(":")[0] == socket.gethostname() \
+            seen = self.store.controller_seen(trial.owner) if trial.owner else None
+            if trial.pid and trial.owner and _same_machine(seen.machine if seen else None, trial.owner) \
                     and trial.pid_start is not None and process_start(trial.pid) == trial.pid_start:
                 # the pid may have been recycled since (reboot, OOM killer): never signal a stranger
                 _signal_quietly(trial.pid, signal.SIGINT)
@@ -188,16 +207,29 @@ class Controller:
     def _request_shutdown(self, *_):
         self._shutdown = True
 
+    def _reap(self) -> bool:
+        reaped = self.reap_orphans()
+        if reaped:
+            self.log(f"interrupted by a dead controller, will be retried: {', '.join(reaped)}")
+        return bool(reaped)
+
+    def _others_active(self) -> int:
+        return sum(t.owner != self.owner for t in self.store.trials(self.sweep.id, ACTIVE))
+
     def run(self) -> Outcome:
         outcome = Outcome(self.sweep.id)
         old = {s: signal.signal(s, self._request_shutdown) for s in (signal.SIGINT, signal.SIGTERM)}
+        reap_every = max(self.poll_s, self.stale_s / 4)
         try:
-            reaped = self.reap_orphans()
-            if reaped:
-                self.log(f"interrupted by a dead controller, will be retried: {', '.join(reaped)}")
-            exhausted = False
+            self.store.heartbeat(self.owner)
+            self._reap()
+            last_reap, exhausted, waiting = time.monotonic(), False, False
             while True:
                 self.store.heartbeat(self.owner)
+                if time.monotonic() - last_reap >= reap_every:
+                    last_reap = time.monotonic()
+                    if self._reap():
+                        exhausted = False  # their retries are ours to claim
                 if self._shutdown:  # before collecting: trials that the same signal ended are judged by _stop_all
                     outcome.reason = outcome.reason or "interrupted by signal"
                     self._stop_all(signal.SIGINT)
@@ -213,8 +245,18 @@ class Controller:
                     self.slots[trial.id] = self.launch(trial)
                     outcome.launched.append(trial.name)
                 if not self.slots:
-                    outcome.reason = outcome.reason or f"count {self.count} reached"
-                    break
+                    can_launch = self.count is None or len(outcome.launched) < self.count
+                    others = self._others_active() if can_launch and outcome.reason.startswith(RETRYABLE_ENDS) else 0
+                    if not others and waiting:  # what we waited for ended: an interrupted one is ours to retry
+                        waiting, exhausted = False, False
+                        continue
+                    if not others:
+                        outcome.reason = outcome.reason or f"count {self.count} reached"
+                        break
+                    if not waiting:
+                        self.log(f"nothing left to launch; waiting for {others} trials of other controllers "
+                                 "(retried here if their controller dies)")
+                    waiting = True
                 self._hyperband()
                 time.sleep(self.poll_s)
         finally:
@@ -252,7 +294,3 @@ def _tail(path: Path, lines: int = 5) -> str:
     except OSError:
         return ""
 
-
-def open_store(home: Path, create: bool = True) -> Store:
-    """The store of HOME; a read command passes create=False, so a mistyped --home is an error, not a new store."""
-    return Store(paths.store_path(home), create=create)

@@ -1,6 +1,8 @@
 """Promotion: the best *finished* trial of a sweep becomes `best`, and export-best runs its prediction job.
 
-Embedded sweeps (a bare id): the SQLite store's alias `best` moves to the winner.
+Embedded sweeps (a bare id): the store's alias `best` moves to the winner. A sweep run on several boxes
+keeps its artifacts in a shared folder (`--artifacts DIR`); each box may mount it elsewhere, so a
+recorded artifact path that is not here is looked up as DIR/SWEEP/TRIAL.
 W&B sweeps (entity/project/sweep_id): alias `best` on the winner's model artifact (taken off the
 sweep's other model artifacts) and a link into a registry collection; all through `wandb_api`.
 Running, failed, stopped or interrupted trials are never promoted.
@@ -9,7 +11,7 @@ Running, failed, stopped or interrupted trials are never promoted.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -22,6 +24,7 @@ from covid_sweep.inference.predict import NO_TTA, check_views
 from covid_sweep.model.artifact import load_artifact
 from covid_sweep.model.runtime import pick_device
 from covid_sweep.sweep.store import Store, Sweep, Trial
+from covid_sweep.sweep.store_location import resolve_location
 from covid_sweep.tracking import wandb_api
 
 BEST = "best"
@@ -39,8 +42,9 @@ class ExportBestResult:
     recorded: list[str] = field(default_factory=list)
 
 
-def best_finished_trial(store: Store, sweep: Sweep) -> Trial:
-    """The finished trial with the best value of the sweep's metric (ties: the earlier trial)."""
+def best_finished_trial(store: Store, sweep: Sweep, artifacts: Path | None = None) -> Trial:
+    """The finished trial with the best value of the sweep's metric (ties: the earlier trial), its
+    artifact as found from this box."""
     if not sweep.metric:
         raise PromotionError(f"sweep {sweep.id}: has no metric; cannot tell the best trial")
     trials = store.trials(sweep.id)
@@ -49,10 +53,24 @@ def best_finished_trial(store: Store, sweep: Sweep) -> Trial:
         states = ", ".join(f"{n} {s}" for s, n in sorted(Counter(t.state for t in trials).items())) or "no trials"
         raise PromotionError(f"sweep {sweep.id}: no finished trial with a {sweep.metric} value to promote ({states})")
     best = min(finished, key=lambda t: (rank_key(t.best, sweep.goal), t.id))
-    if not best.artifact or not Path(best.artifact).is_dir():
-        raise PromotionError(f"sweep {sweep.id}: best finished trial {best.name} has no model artifact "
-                             f"(expected at {best.artifact or 'an unrecorded path'})")
-    return best
+    return replace(best, artifact=str(locate_artifact(sweep, best, artifacts)))
+
+
+def locate_artifact(sweep: Sweep, trial: Trial, artifacts: Path | None) -> Path:
+    """The trial's artifact folder where it was written, else under this box's mount of the shared folder."""
+    recorded = Path(trial.artifact) if trial.artifact else None
+    if recorded is not None and recorded.is_dir():
+        return recorded
+    if artifacts is not None:
+        mounted = paths.trial_artifact_dir(Path(), sweep.id, trial.name, Path(artifacts))
+        if mounted.is_dir():
+            return mounted
+        raise PromotionError(f"sweep {sweep.id}: best finished trial {trial.name}: its model artifact is not "
+                             f"reachable from this box: not at {recorded or 'an unrecorded path'} (where it was "
+                             f"written) nor at {mounted} (under --artifacts)")
+    hint = "; if it was written on another box, pass --artifacts DIR (this box's mount of the shared folder)"
+    raise PromotionError(f"sweep {sweep.id}: best finished trial {trial.name} has no model artifact "
+                         f"(expected at {recorded or 'an unrecorded path'}){hint if recorded else ''}")
 
 
 def promote_in_store(store: Store, sweep: Sweep, trial: Trial) -> str | None:
@@ -62,17 +80,20 @@ def promote_in_store(store: Store, sweep: Sweep, trial: Trial) -> str | None:
     return store.trial(previous).name if previous is not None and previous != trial.id else None
 
 
-def open_existing_store(home: Path) -> Store:
-    path = paths.store_path(home)
-    if not path.is_file():
-        raise PromotionError(f"{path}: no embedded sweep store here; pass --home (or set $COVID_SWEEP_HOME) "
-                             "to where `covid-sweep sweep` ran, or give a W&B sweep as entity/project/sweep_id")
-    return Store(path, create=False)
+def open_existing_store(home: Path, store: str | None = None) -> Store:
+    """--store (or $COVID_SWEEP_STORE) if given, else HOME's SQLite file, which must exist."""
+    location = resolve_location(store, home)
+    if location.kind == "sqlite" and not Path(location.address).is_file():
+        raise PromotionError(f"{location.address}: no embedded sweep store here; pass --home (or set "
+                             "$COVID_SWEEP_HOME) to where `covid-sweep sweep` ran, its --store URL, or a W&B sweep "
+                             "as entity/project/sweep_id")
+    return Store(location, create=False)
 
 
 def export_best(sweep: str, data_dir: Path, out_dir: Path, *, home: Path | None = None, registry: str | None = None,
                 views: Sequence[str] = NO_TTA, force: bool = False, api=None,
-                device: str | None = None) -> ExportBestResult:
+                device: str | None = None, store: str | None = None,
+                artifacts: Path | None = None) -> ExportBestResult:
     """Pick the best finished trial, build the export (validated submission, model, card) beside OUT,
     record the promotion, then move the export into OUT. Any error before the move leaves OUT and the
     promotion as they were."""
@@ -84,14 +105,14 @@ def export_best(sweep: str, data_dir: Path, out_dir: Path, *, home: Path | None 
     if registry:
         raise PromotionError(f"--registry links a W&B model artifact; sweep {sweep!r} is an embedded one "
                              "(give a W&B sweep as entity/project/sweep_id)")
-    return _export_best_local(sweep, data_dir, out_dir, root, views, force, device)
+    return _export_best_local(sweep, data_dir, out_dir, root, views, force, device, store, artifacts)
 
 
-def _export_best_local(sweep_id, data_dir, out_dir, root, views, force, device) -> ExportBestResult:
-    store = open_existing_store(root)
+def _export_best_local(sweep_id, data_dir, out_dir, root, views, force, device, store_url, artifacts) -> ExportBestResult:
+    store = open_existing_store(root, store_url)
     try:
         sweep = store.sweep(sweep_id)
-        trial = best_finished_trial(store, sweep)
+        trial = best_finished_trial(store, sweep, artifacts)
         artifact = load_artifact(Path(trial.artifact), device=pick_device(device))
         provenance = Provenance(sweep_id=sweep.id, trial_id=trial.name, source=f"embedded store {store.path}",
                                 artifact=str(trial.artifact), metric=sweep.metric, goal=sweep.goal, value=trial.best,

@@ -15,8 +15,9 @@ from typing import Sequence
 
 @dataclass(frozen=True)
 class EmbeddedTrial:
-    store: Path
+    store: Path | str            # the SQLite file, or the store's URL (never with its password: see store_location)
     trial_id: int
+    artifacts: Path | None = None  # the shared artifacts folder (--artifacts), else HOME/artifacts
 
 
 @dataclass(frozen=True)
@@ -26,17 +27,24 @@ class Invocation:
     rest: list[str]                  # the `--key=value` sweep parameters of `wandb agent`
 
 
-def embedded_argv(store: Path, trial_id: int, home: Path) -> list[str]:
-    return ["--store", str(store), "--trial", str(trial_id), "--home", str(home)]
+def embedded_argv(store: Path | str, trial_id: int, home: Path, artifacts: Path | None = None) -> list[str]:
+    argv = ["--store", str(store), "--trial", str(trial_id), "--home", str(home)]
+    return argv + (["--artifacts", str(artifacts)] if artifacts else [])
+
+
+def _store_arg(value: str) -> Path | str:
+    return value if "://" in value else Path(value)  # Path() would fold a URL's "//"
 
 
 def parse(argv: Sequence[str]) -> Invocation:
     parser = argparse.ArgumentParser(prog="covid-sweep-agent", add_help=False, allow_abbrev=False)
-    parser.add_argument("--store", type=Path)
+    parser.add_argument("--store", type=_store_arg)
+    parser.add_argument("--artifacts", type=Path)
     parser.add_argument("--trial", type=int)
     parser.add_argument("--home", type=Path)
     known, rest = parser.parse_known_args(list(argv))
-    embedded = EmbeddedTrial(known.store, known.trial) if known.store is not None and known.trial is not None else None
+    embedded = (EmbeddedTrial(known.store, known.trial, known.artifacts)
+                if known.store is not None and known.trial is not None else None)
     return Invocation(embedded=embedded, home=known.home, rest=rest)
 
 

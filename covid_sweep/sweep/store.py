@@ -1,69 +1,32 @@
-"""The embedded sweep store: one SQLite file (WAL) that is the source of truth for sweeps, trials and metrics.
+"""The embedded sweep store: the source of truth for sweeps, trials and metrics, on SQLite or PostgreSQL.
 
-Every per-epoch metric is written here by the trial process itself as it happens, so a kill -9 of
-the controller (or of the trial) loses nothing that was already logged.
+One API, two backends (store_sqlite.py: one WAL file on this box; store_postgres.py: a server that
+many boxes share). The SQL is written once here. Every per-epoch metric is written by the trial
+process itself as it happens, so a kill -9 of the controller (or of the trial) loses nothing that was
+already logged. Times (created, heartbeats) are read from the database's clock, so boxes whose clocks
+disagree still agree on how old a heartbeat is.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import sqlite3
-import time
+import socket
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from covid_sweep.core.errors import UserError
 from covid_sweep.core.goals import improves
 from covid_sweep.core.states import ACTIVE, ENDED, TrialState
+from covid_sweep.sweep.store_location import StoreError, StoreLocation, parse_location, resolve_location
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS sweeps (
-    id TEXT PRIMARY KEY, name TEXT, source TEXT, config TEXT NOT NULL, data_dir TEXT,
-    seed INTEGER NOT NULL, created REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS trials (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    sweep_id TEXT NOT NULL REFERENCES sweeps(id),
-    name TEXT NOT NULL UNIQUE,
-    params TEXT NOT NULL,
-    state TEXT NOT NULL,            -- pending running finished stopped failed interrupted
-    owner TEXT,                     -- controller that launched it: host:pid
-    pid INTEGER,
-    retry_of INTEGER REFERENCES trials(id),
-    created REAL NOT NULL, started REAL, ended REAL, heartbeat REAL,
-    best REAL, best_epoch INTEGER, epochs INTEGER NOT NULL DEFAULT 0,
-    artifact TEXT, error TEXT, stop_requested INTEGER NOT NULL DEFAULT 0,
-    pid_start TEXT,                 -- process_start(pid): tells the trial process from a later one with its pid
-    phases TEXT                     -- JSON {phase: seconds}: where the trial's wall time went
-);
-CREATE TABLE IF NOT EXISTS epochs (
-    trial_id INTEGER NOT NULL REFERENCES trials(id), epoch INTEGER NOT NULL, metrics TEXT NOT NULL,
-    PRIMARY KEY (trial_id, epoch)
-);
-CREATE TABLE IF NOT EXISTS controllers (owner TEXT PRIMARY KEY, heartbeat REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS aliases (
-    sweep_id TEXT NOT NULL, alias TEXT NOT NULL, trial_id INTEGER NOT NULL, updated REAL NOT NULL,
-    PRIMARY KEY (sweep_id, alias)
-);
-"""
+__all__ = ["SCHEMA_VERSION", "Store", "StoreError", "Sweep", "Trial", "machine_id", "open_store", "process_start"]
 
-
-def _connect(path: Path) -> sqlite3.Connection:
-    # autocommit mode: transactions are explicit (BEGIN IMMEDIATE) where atomicity matters
-    conn = sqlite3.connect(str(path), timeout=120, isolation_level=None, check_same_thread=False)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    conn.executescript(SCHEMA)
-    columns = {row["name"] for row in conn.execute("PRAGMA table_info(trials)")}
-    for column in ("pid_start", "phases"):  # a store made before these columns existed
-        if column not in columns:
-            conn.execute(f"ALTER TABLE trials ADD COLUMN {column} TEXT")
-    return conn
+# 1: the stores made before the version was recorded; 2: + controllers.machine and schema_version
+SCHEMA_VERSION = 2
+MACHINE_ENV = "COVID_SWEEP_MACHINE"
 
 
 def process_start(pid: int) -> str | None:
@@ -78,28 +41,27 @@ def process_start(pid: int) -> str | None:
     return f"{boot}:{fields[19]}"
 
 
-def _create(path: Path) -> None:
-    """A new store is built under a temporary name and linked into place whole: no one ever opens a
-    half-made (zero-byte) one, so a zero-byte store file always means damage."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
+def machine_id() -> str:
+    """This box as the store knows it: where a controller's pid can be checked with kill(pid, 0).
+
+    Boot id + pid namespace on Linux (two containers on one host are two machines here, as their pids
+    are), else the host name. $COVID_SWEEP_MACHINE overrides it (tests stand two "boxes" on one host)."""
+    return os.environ.get(MACHINE_ENV) or _this_machine()
+
+
+@functools.cache
+def _this_machine() -> str:
     try:
-        _connect(tmp).close()  # the last connection closing checkpoints and removes the -wal file
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass  # another process created it meanwhile: use theirs
-        except OSError:
-            if not path.exists():  # a file system without hard links
-                os.replace(tmp, path)
-    finally:
-        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
-            leftover.unlink(missing_ok=True)
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}/{os.readlink('/proc/self/ns/pid')}"
+    except OSError:
+        return socket.gethostname()
 
 
-
-class StoreError(UserError, LookupError):
-    """A sweep or trial id that the store does not hold."""
+@dataclass
+class ControllerSeen:
+    age_s: float           # seconds since its last heartbeat, by the database's clock
+    machine: str | None    # its machine_id(); None for a heartbeat written before machines were recorded
 
 
 @dataclass
@@ -126,7 +88,7 @@ class Trial:
     phases: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> "Trial":
+    def from_row(cls, row) -> "Trial":
         data = dict(row)
         data["params"] = json.loads(data["params"])
         data["phases"] = json.loads(data.get("phases") or "{}")
@@ -154,47 +116,56 @@ class Sweep:
 
 
 class Store:
-    def __init__(self, path: Path, create: bool = True):
-        self.path = Path(path)
-        if not self.path.exists():
-            if not create:
-                raise StoreError(f"{self.path}: no sweep store here; pass the --home (or $COVID_SWEEP_HOME) "
-                                 "where `covid-sweep sweep` ran")
-            _create(self.path)
-        elif self.path.is_file() and self.path.stat().st_size == 0:
-            # SQLite would take an empty file for a new database; a store is never empty, so this one was damaged
-            raise StoreError(f"{self.path}: empty file, not a sweep store (truncated?); move it aside to start anew")
-        try:
-            self.conn = _connect(self.path)
-            check = self.conn.execute("PRAGMA quick_check").fetchone()[0]
-        except sqlite3.DatabaseError as err:
-            raise StoreError(f"{self.path}: not a readable sweep store ({err})") from None
-        if check != "ok":
-            raise StoreError(f"{self.path}: damaged sweep store (SQLite quick_check: {check})")
+    """Open (and, with create, make) the store at `location`: an SQLite file path, or a URL
+    (postgresql://user[:password]@host[:port]/db, sqlite:///path)."""
+
+    def __init__(self, location: str | Path | StoreLocation, create: bool = True):
+        self.location = location if isinstance(location, StoreLocation) else parse_location(location)
+        self.path = self.location.address  # safe to print: a URL's password is kept apart
+        if self.location.kind == "sqlite":
+            from covid_sweep.sweep.store_sqlite import SQLiteBackend
+
+            self.backend = SQLiteBackend(self.path, create, SCHEMA_VERSION,
+                                         "pass the --home (or $COVID_SWEEP_HOME) where `covid-sweep sweep` ran, "
+                                         "or its --store URL")
+        else:
+            from covid_sweep.sweep.store_postgres import PostgresBackend
+
+            self.backend = PostgresBackend(self.location, create, SCHEMA_VERSION)
+        self.conn = self.backend.conn
+        self._check_version()
+
+    def _check_version(self) -> None:
+        version = self.backend.schema_version()
+        if version is not None and version > SCHEMA_VERSION:
+            self.close()
+            raise StoreError(f"{self.path}: sweep store schema version {version} is newer than this covid-sweep "
+                             f"reads (version {SCHEMA_VERSION}); upgrade covid-sweep on this box")
+        if version != SCHEMA_VERSION:
+            self.backend.upgrade(SCHEMA_VERSION)
 
     def close(self) -> None:
-        self.conn.close()
+        self.backend.close()
 
     @contextmanager
-    def write_lock(self) -> Iterator[sqlite3.Connection]:
-        """One writer at a time across processes: what is read inside is still true at commit."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+    def write_lock(self) -> Iterator:
+        """One writer at a time across processes (and boxes): what is read inside is still true at commit."""
+        with self.backend.transaction() as conn:
+            yield conn
+
+    def _execute(self, sql: str, params=()):
+        return self.backend.execute(sql, params)
 
     # sweeps
     def create_sweep(self, sweep_id: str, name: str | None, source: str | None, config: dict, data_dir: str | None,
                      seed: int) -> Sweep:
-        self.conn.execute("INSERT INTO sweeps VALUES (?,?,?,?,?,?,?)",
-                          (sweep_id, name, source, json.dumps(config), data_dir, seed, time.time()))
+        self._execute(f"INSERT INTO sweeps (id, name, source, config, data_dir, seed, created) "
+                      f"VALUES (?,?,?,?,?,?,{self.backend.now})",
+                      (sweep_id, name, source, json.dumps(config), data_dir, seed))
         return self.sweep(sweep_id)
 
     def sweep(self, sweep_id: str) -> Sweep:
-        row = self.conn.execute("SELECT * FROM sweeps WHERE id=?", (sweep_id,)).fetchone()
+        row = self._execute("SELECT * FROM sweeps WHERE id=?", (sweep_id,)).fetchone()
         if row is None:
             known = ", ".join(s.id for s in self.sweeps()) or "none"
             raise StoreError(f"{self.path}: no sweep {sweep_id!r} (sweeps here: {known})")
@@ -203,23 +174,24 @@ class Store:
         return Sweep(**data)
 
     def sweeps(self) -> list[Sweep]:
-        return [self.sweep(r["id"]) for r in self.conn.execute("SELECT id FROM sweeps ORDER BY created")]
+        return [self.sweep(r["id"]) for r in self._execute("SELECT id FROM sweeps ORDER BY created")]
 
     def latest_sweep(self) -> Sweep:
-        row = self.conn.execute("SELECT id FROM sweeps ORDER BY created DESC LIMIT 1").fetchone()
+        row = self._execute("SELECT id FROM sweeps ORDER BY created DESC LIMIT 1").fetchone()
         if row is None:
             raise StoreError(f"{self.path}: no sweeps yet")
         return self.sweep(row["id"])
 
     # trials
     def add_trial(self, sweep_id: str, name: str, params: dict, owner: str, retry_of: int | None = None) -> Trial:
-        cur = self.conn.execute(
-            "INSERT INTO trials (sweep_id, name, params, state, owner, retry_of, created) VALUES (?,?,?,?,?,?,?)",
-            (sweep_id, name, json.dumps(params), TrialState.PENDING.value, owner, retry_of, time.time()))
-        return self.trial(cur.lastrowid)
+        trial_id = self.backend.insert(
+            f"INSERT INTO trials (sweep_id, name, params, state, owner, retry_of, created) "
+            f"VALUES (?,?,?,?,?,?,{self.backend.now})",
+            (sweep_id, name, json.dumps(params), TrialState.PENDING.value, owner, retry_of))
+        return self.trial(trial_id)
 
     def trial(self, trial_id: int) -> Trial:
-        row = self.conn.execute("SELECT * FROM trials WHERE id=?", (trial_id,)).fetchone()
+        row = self._execute("SELECT * FROM trials WHERE id=?", (trial_id,)).fetchone()
         if row is None:
             raise StoreError(f"{self.path}: no trial {trial_id}")
         return Trial.from_row(row)
@@ -229,63 +201,79 @@ class Store:
         if states:
             query += f" AND state IN ({','.join('?' * len(states))})"
             args += [TrialState(s).value for s in states]
-        return [Trial.from_row(r) for r in self.conn.execute(query + " ORDER BY id", args)]
+        return [Trial.from_row(r) for r in self._execute(query + " ORDER BY id", args)]
 
     def mark_running(self, trial_id: int, pid: int) -> None:
         """Written by the trial process only; a trial already ended (reaped before it started) stays ended."""
-        now = time.time()
-        self.conn.execute("UPDATE trials SET state=?, pid=?, pid_start=?, started=?, heartbeat=? WHERE id=? AND state=?",
-                          (TrialState.RUNNING.value, pid, process_start(pid), now, now, trial_id,
-                           TrialState.PENDING.value))
+        now = self.backend.now
+        self._execute(f"UPDATE trials SET state=?, pid=?, pid_start=?, started={now}, heartbeat={now} "
+                      f"WHERE id=? AND state=?",
+                      (TrialState.RUNNING.value, pid, process_start(pid), trial_id, TrialState.PENDING.value))
 
     def log_epoch(self, trial_id: int, record: dict, metric: str | None, goal: str) -> None:
         epoch = int(record["epoch"])
-        with self.write_lock() as conn:
-            conn.execute("INSERT OR REPLACE INTO epochs VALUES (?,?,?)", (trial_id, epoch, json.dumps(record)))
+        with self.write_lock():
+            self._execute("INSERT INTO epochs (trial_id, epoch, metrics) VALUES (?,?,?) "
+                          "ON CONFLICT (trial_id, epoch) DO UPDATE SET metrics=excluded.metrics",
+                          (trial_id, epoch, json.dumps(record)))
             value = record.get(metric) if metric else None
-            row = conn.execute("SELECT best FROM trials WHERE id=?", (trial_id,)).fetchone()
-            best = row["best"]
-            better = improves(value, best, goal)
-            conn.execute("UPDATE trials SET epochs=?, heartbeat=?, best=CASE WHEN ? THEN ? ELSE best END, "
-                         "best_epoch=CASE WHEN ? THEN ? ELSE best_epoch END WHERE id=?",
-                         (epoch, time.time(), better, value, better, epoch, trial_id))
+            row = self._execute("SELECT best, best_epoch FROM trials WHERE id=?", (trial_id,)).fetchone()
+            best, best_epoch = (value, epoch) if improves(value, row["best"], goal) else (row["best"], row["best_epoch"])
+            self._execute(f"UPDATE trials SET epochs=?, heartbeat={self.backend.now}, best=?, best_epoch=? WHERE id=?",
+                          (epoch, best, best_epoch, trial_id))
 
     def history(self, trial_id: int) -> list[dict]:
-        rows = self.conn.execute("SELECT metrics FROM epochs WHERE trial_id=? ORDER BY epoch", (trial_id,))
+        rows = self._execute("SELECT metrics FROM epochs WHERE trial_id=? ORDER BY epoch", (trial_id,))
         return [json.loads(r["metrics"]) for r in rows]
 
     def end_trial(self, trial_id: int, state: TrialState, error: str | None = None, artifact: str | None = None,
                   only_if: tuple[TrialState, ...] = ACTIVE) -> bool:
         """Move an active trial to an ended state; a trial already ended (by its own process or a reaper) stays."""
         assert state in ENDED
-        cur = self.conn.execute(
-            f"UPDATE trials SET state=?, ended=?, error=COALESCE(?, error), artifact=COALESCE(?, artifact) "
-            f"WHERE id=? AND state IN ({','.join('?' * len(only_if))})",
-            (TrialState(state).value, time.time(), error, artifact, trial_id, *(TrialState(s).value for s in only_if)))
+        cur = self._execute(
+            f"UPDATE trials SET state=?, ended={self.backend.now}, error=COALESCE(?, error), "
+            f"artifact=COALESCE(?, artifact) WHERE id=? AND state IN ({','.join('?' * len(only_if))})",
+            (TrialState(state).value, error, artifact, trial_id, *(TrialState(s).value for s in only_if)))
         return cur.rowcount == 1
 
     def add_phases(self, trial_id: int, phases: dict[str, float]) -> None:
         """Merge {phase: seconds} into the trial's timing record (a later value of a phase replaces the earlier)."""
-        with self.write_lock() as conn:
-            row = conn.execute("SELECT phases FROM trials WHERE id=?", (trial_id,)).fetchone()
+        with self.write_lock():
+            row = self._execute("SELECT phases FROM trials WHERE id=?", (trial_id,)).fetchone()
             merged = {**json.loads(row["phases"] or "{}"), **{k: round(float(v), 4) for k, v in phases.items()}}
-            conn.execute("UPDATE trials SET phases=? WHERE id=?", (json.dumps(merged), trial_id))
+            self._execute("UPDATE trials SET phases=? WHERE id=?", (json.dumps(merged), trial_id))
 
     def request_stop(self, trial_id: int) -> None:
-        self.conn.execute("UPDATE trials SET stop_requested=1 WHERE id=?", (trial_id,))
+        self._execute("UPDATE trials SET stop_requested=1 WHERE id=?", (trial_id,))
 
     # controllers
-    def heartbeat(self, owner: str) -> None:
-        self.conn.execute("INSERT OR REPLACE INTO controllers VALUES (?,?)", (owner, time.time()))
+    def heartbeat(self, owner: str, machine: str | None = None) -> None:
+        self._execute(f"INSERT INTO controllers (owner, heartbeat, machine) VALUES (?,{self.backend.now},?) "
+                      f"ON CONFLICT (owner) DO UPDATE SET heartbeat=excluded.heartbeat, machine=excluded.machine",
+                      (owner, machine or machine_id()))
 
     def controller_heartbeat(self, owner: str) -> float | None:
-        row = self.conn.execute("SELECT heartbeat FROM controllers WHERE owner=?", (owner,)).fetchone()
+        row = self._execute("SELECT heartbeat FROM controllers WHERE owner=?", (owner,)).fetchone()
         return row["heartbeat"] if row else None
+
+    def controller_seen(self, owner: str) -> ControllerSeen | None:
+        """How long ago `owner` last beat, by the database's clock, and on which machine; None if never."""
+        row = self._execute(f"SELECT {self.backend.now} - heartbeat AS age, machine FROM controllers WHERE owner=?",
+                            (owner,)).fetchone()
+        return ControllerSeen(float(row["age"]), row["machine"]) if row else None
 
     # aliases
     def set_alias(self, sweep_id: str, alias: str, trial_id: int) -> None:
-        self.conn.execute("INSERT OR REPLACE INTO aliases VALUES (?,?,?,?)", (sweep_id, alias, trial_id, time.time()))
+        self._execute(f"INSERT INTO aliases (sweep_id, alias, trial_id, updated) VALUES (?,?,?,{self.backend.now}) "
+                      f"ON CONFLICT (sweep_id, alias) DO UPDATE SET trial_id=excluded.trial_id, updated=excluded.updated",
+                      (sweep_id, alias, trial_id))
 
     def alias(self, sweep_id: str, alias: str) -> int | None:
-        row = self.conn.execute("SELECT trial_id FROM aliases WHERE sweep_id=? AND alias=?", (sweep_id, alias)).fetchone()
+        row = self._execute("SELECT trial_id FROM aliases WHERE sweep_id=? AND alias=?", (sweep_id, alias)).fetchone()
         return row["trial_id"] if row else None
+
+
+def open_store(store: str | Path | None = None, home: str | Path | None = None, create: bool = True) -> Store:
+    """The store a command works on: --store (URL or file), else $COVID_SWEEP_STORE, else HOME/sweeps.db.
+    A read command passes create=False, so a mistyped --home or URL is an error, not a new store."""
+    return Store(resolve_location(store, home), create=create)

@@ -1,0 +1,150 @@
+"""The SQLite backend of the sweep store: one file (WAL), the stdlib driver, BEGIN IMMEDIATE as the write lock.
+
+Kept on the stdlib driver rather than SQLAlchemy: a store call here costs tens of microseconds, and a
+SQLAlchemy statement adds about as much again (measured: benchmarks/store_ops.py).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from covid_sweep.sweep.store_location import StoreError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sweeps (
+    id TEXT PRIMARY KEY, name TEXT, source TEXT, config TEXT NOT NULL, data_dir TEXT,
+    seed INTEGER NOT NULL, created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS trials (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sweep_id TEXT NOT NULL REFERENCES sweeps(id),
+    name TEXT NOT NULL UNIQUE,
+    params TEXT NOT NULL,
+    state TEXT NOT NULL,            -- pending running finished stopped failed interrupted
+    owner TEXT,                     -- controller that launched it: host:pid
+    pid INTEGER,
+    retry_of INTEGER REFERENCES trials(id),
+    created REAL NOT NULL, started REAL, ended REAL, heartbeat REAL,
+    best REAL, best_epoch INTEGER, epochs INTEGER NOT NULL DEFAULT 0,
+    artifact TEXT, error TEXT, stop_requested INTEGER NOT NULL DEFAULT 0,
+    pid_start TEXT,                 -- process_start(pid): tells the trial process from a later one with its pid
+    phases TEXT                     -- JSON {phase: seconds}: where the trial's wall time went
+);
+CREATE TABLE IF NOT EXISTS epochs (
+    trial_id INTEGER NOT NULL REFERENCES trials(id), epoch INTEGER NOT NULL, metrics TEXT NOT NULL,
+    PRIMARY KEY (trial_id, epoch)
+);
+CREATE TABLE IF NOT EXISTS controllers (
+    owner TEXT PRIMARY KEY, heartbeat REAL NOT NULL,
+    machine TEXT                    -- machine_id() of its box: where its pid can be checked
+);
+CREATE TABLE IF NOT EXISTS aliases (
+    sweep_id TEXT NOT NULL, alias TEXT NOT NULL, trial_id INTEGER NOT NULL, updated REAL NOT NULL,
+    PRIMARY KEY (sweep_id, alias)
+);
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+"""
+
+# columns added since the first stores (which had no schema_version table): an older store gains them
+ADDED_COLUMNS = {"trials": ("pid_start", "phases"), "controllers": ("machine",)}
+
+# seconds since the epoch, by the database's clock (ms resolution)
+NOW = "((julianday('now') - 2440587.5) * 86400.0)"
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    # autocommit mode: transactions are explicit (BEGIN IMMEDIATE) where atomicity matters
+    conn = sqlite3.connect(str(path), timeout=120, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+def _create(path: Path, version: int) -> None:
+    """A new store is built under a temporary name and linked into place whole: no one ever opens a
+    half-made (zero-byte) one, so a zero-byte store file always means damage."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
+    try:
+        conn = _open(tmp)
+        conn.executescript(SCHEMA)
+        conn.execute("INSERT INTO schema_version VALUES (?)", (version,))
+        conn.close()  # the last connection closing checkpoints and removes the -wal file
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process created it meanwhile: use theirs
+        except OSError:
+            if not path.exists():  # a file system without hard links
+                os.replace(tmp, path)
+    finally:
+        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+            leftover.unlink(missing_ok=True)
+
+
+class SQLiteBackend:
+    kind = "sqlite"
+    now = NOW
+
+    def __init__(self, path: Path, create: bool, version: int, missing_hint: str):
+        self.path = Path(path)
+        if not self.path.exists():
+            if not create:
+                raise StoreError(f"{self.path}: no sweep store here; {missing_hint}")
+            _create(self.path, version)
+        elif self.path.is_file() and self.path.stat().st_size == 0:
+            # SQLite would take an empty file for a new database; a store is never empty, so this one was damaged
+            raise StoreError(f"{self.path}: empty file, not a sweep store (truncated?); move it aside to start anew")
+        try:
+            self.conn = _open(self.path)
+            check = self.conn.execute("PRAGMA quick_check").fetchone()[0]
+        except sqlite3.DatabaseError as err:
+            raise StoreError(f"{self.path}: not a readable sweep store ({err})") from None
+        if check != "ok":
+            raise StoreError(f"{self.path}: damaged sweep store (SQLite quick_check: {check})")
+
+    def schema_version(self) -> int | None:
+        """The version written in the store; None for one made before versions were recorded."""
+        try:
+            row = self.conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        except sqlite3.OperationalError:  # no such table
+            return None
+        return row[0]
+
+    def upgrade(self, version: int) -> None:
+        """Bring a store made by an older covid-sweep up to `version`; concurrent openers wait on the lock."""
+        self.conn.executescript(SCHEMA)  # adds the missing tables; outside the transaction, which it would commit
+        with self.transaction():
+            for table, columns in ADDED_COLUMNS.items():
+                have = {row["name"] for row in self.conn.execute(f"PRAGMA table_info({table})")}
+                for column in columns:
+                    if column not in have:
+                        self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
+            self.conn.execute("DELETE FROM schema_version")
+            self.conn.execute("INSERT INTO schema_version VALUES (?)", (version,))
+
+    def execute(self, sql: str, params=()):
+        return self.conn.execute(sql, params)
+
+    def insert(self, sql: str, params) -> int:
+        return self.conn.execute(sql, params).lastrowid
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One writer at a time across processes: what is read inside is still true at commit."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self.conn.close()
