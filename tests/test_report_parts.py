@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -51,6 +52,7 @@ def _store_with_trials(tmp_path, promote=True):
         trial = store.add_trial("sw1", f"sw1-00{i + 1}", {"lr": lr}, "test:1")
         store.mark_running(trial.id, 1)
         store.log_epoch(trial.id, {"epoch": 1, "val_auc": lr, "epoch_time": 2.0}, "val_auc", "maximize")
+        time.sleep(0.01)  # the store's clock has millisecond resolution: a trial must last long enough to have a time
         store.end_trial(trial.id, "finished", artifact=str(tmp_path / "gone" / trial.name))
     if promote:
         store.set_alias("sw1", "best", 3)
