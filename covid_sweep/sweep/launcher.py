@@ -14,10 +14,11 @@ import multiprocessing
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Callable
 
-from covid_sweep.sweep.protocol import trial_main
+from covid_sweep.sweep.protocol import ENTERED_AT, LAUNCHED_AT, trial_main
 
 Entry = Callable[[list[str]], int]
 GUARD = "covid_sweep.sweep.forkserver_guard"
@@ -31,6 +32,7 @@ def _run_entry(entry: Entry, argv: list[str], log: str, env: dict[str, str]) -> 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the fork server ignores it (forkserver_guard); a trial must not
     os.environ.clear()
     os.environ.update(env)
+    os.environ[ENTERED_AT] = repr(time.time())
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
@@ -73,6 +75,7 @@ class ForkLauncher:
         self.context.set_forkserver_preload([GUARD, *preload])
 
     def start(self, argv: list[str], log: Path, env: dict[str, str]) -> TrialHandle:
+        env = {**env, LAUNCHED_AT: repr(time.time())}
         process = self.context.Process(target=_run_entry, args=(self.entry, argv, str(log), env), daemon=False)
         process.start()
         return TrialHandle(process)

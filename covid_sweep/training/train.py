@@ -19,6 +19,7 @@ from covid_sweep.core.config import TrialConfig
 from covid_sweep.core.errors import UserError
 from covid_sweep.core.goals import improves
 from covid_sweep.core.metrics import binary_metrics
+from covid_sweep.core.phases import PhaseTimer
 from covid_sweep.model.preprocessing import to_model_input
 from covid_sweep.model.runtime import bf16_autocast, pick_device, predict_probs
 from covid_sweep.training import augment
@@ -176,13 +177,43 @@ def fit_folds(
     on_epoch: EpochCallback | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     progress: bool = True,
+    timer: PhaseTimer | None = None,
 ) -> FitResult:
     """Train one model per split in lockstep, one epoch of each at a time.
 
     Each epoch's record holds the mean of the folds' validation metrics, so a K-fold trial still logs
     the sweep metric exactly once per epoch (hyperband counts epochs) and early-stops on the mean.
     Every fold keeps its weights from the epoch with the best mean: together they are the ensemble.
+    timer gets two phases: warmup (set-up and the first training step, where cudnn tunes and the
+    allocator grows) and fit (the rest).
     """
+    started_fit = time.perf_counter()
+    warm = FirstStep(started_fit)
+    try:
+        return _fit_folds(config, models, splits, on_epoch, should_stop, progress, warm)
+    finally:
+        if timer is not None:
+            total = time.perf_counter() - started_fit
+            warmup = warm.seconds if warm.seconds is not None else total
+            timer.add("warmup", warmup)
+            timer.add("fit", total - warmup)
+
+
+class FirstStep:
+    """Seconds from `started` to the end of the first optimizer step, the device's work included."""
+
+    def __init__(self, started: float):
+        self.started = started
+        self.seconds: float | None = None
+
+    def done(self, device: torch.device) -> None:
+        if self.seconds is None:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)  # once per trial: the step's kernels, not just their launch
+            self.seconds = time.perf_counter() - self.started
+
+
+def _fit_folds(config, models, splits, on_epoch, should_stop, progress, warm: FirstStep) -> FitResult:
     torch.manual_seed(config.seed)
     device = pick_device(config.device)
     folds = [FoldRun(config, model, split, device) for model, split in zip(models, splits)]
@@ -198,7 +229,7 @@ def fit_folds(
             records = []
             for fold in folds:
                 train_loss = _train_one_epoch(fold.model, fold.ema, fold.loader, fold.optimizer, fold.scheduler,
-                                              loss_fn, mixer, config, device, should_stop)
+                                              loss_fn, mixer, config, device, should_stop, warm)
                 if not math.isfinite(train_loss):
                     raise TrainingError(f"training loss became {train_loss} at epoch {epoch}; try a lower lr (now {config.lr})")
                 metrics, fold.probs = _evaluate(fold.scored, fold.val_images, fold.val_labels, config, device)
@@ -236,7 +267,8 @@ def fit_folds(
                      val_probs=np.concatenate([f.best_probs for f in folds]), stopped=stopped)
 
 
-def _train_one_epoch(model, ema, loader, optimizer, scheduler, loss_fn, mixer, config, device, should_stop) -> float:
+def _train_one_epoch(model, ema, loader, optimizer, scheduler, loss_fn, mixer, config, device, should_stop,
+                     warm: FirstStep | None = None) -> float:
     model.train()
     # summed on the device: a float() per step would sync the GPU every batch
     total = torch.zeros((), device=device)
@@ -253,6 +285,8 @@ def _train_one_epoch(model, ema, loader, optimizer, scheduler, loss_fn, mixer, c
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if warm is not None:
+            warm.done(device)
         scheduler.step()
         if ema is not None:
             ema.update_parameters(model)
