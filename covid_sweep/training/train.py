@@ -20,9 +20,16 @@ from covid_sweep.core.errors import UserError
 from covid_sweep.core.goals import improves
 from covid_sweep.core.metrics import binary_metrics
 from covid_sweep.core.phases import PhaseTimer
-from covid_sweep.model.preprocessing import to_model_input
+from covid_sweep.model.preprocessing import normalize, to_model_input
 from covid_sweep.model.runtime import bf16_autocast, pick_device, predict_probs
 from covid_sweep.training import augment
+from covid_sweep.training.batches import CachedBatches
+from covid_sweep.training.device_augment import DeviceAugment
+
+# augment_on=auto, per device type: the faster path measured by benchmarks/pipeline.py (its "augmentation"
+# table). CPU: see benchmarks/README.md for the numbers; CUDA: not measured here, chosen because the CPU
+# path caps a trial near 400 img/s on an H200 (issue 13) whatever the GPU does.
+AUTO_AUGMENT_ON = {"cuda": "device", "cpu": "device"}
 
 
 class TrainingError(UserError, RuntimeError):
@@ -60,6 +67,34 @@ class AugmentedImages(Dataset):
         image = augment.apply(self.transform, self.images[i])
         # an op-free pipeline hands back the (read-only, memory-mapped) cache row itself
         return torch.from_numpy(np.require(image, requirements=["W", "C"])), int(self.labels[i])
+
+
+def augment_on(config: TrialConfig, device: torch.device) -> str:
+    """cpu or device: where this trial's random augmentation runs."""
+    if config.augment_on != "auto":
+        return config.augment_on
+    return AUTO_AUGMENT_ON.get(device.type, "cpu")
+
+
+class BatchInput:
+    """A training batch as the loader gives it -> the model's input on the device: (augmented and) normalised."""
+
+    def __init__(self, config: TrialConfig, device: torch.device):
+        self.device = device
+        self.augment = DeviceAugment(config) if augment_on(config, device) == "device" else None
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        batch = images.to(self.device, non_blocking=True)
+        if self.augment is None:
+            return to_model_input(batch)
+        return normalize(self.augment(batch))
+
+
+def batches(config: TrialConfig, images: np.ndarray, labels: np.ndarray, device: torch.device):
+    """The training batches: uint8 only (device augmentation) or albumentations per image (cpu)."""
+    if augment_on(config, device) == "device":
+        return CachedBatches(config, images, labels, pin_memory=device.type == "cuda")
+    return train_loader(config, images, labels, device)
 
 
 def train_loader(config: TrialConfig, images: np.ndarray, labels: np.ndarray, device: torch.device) -> DataLoader:
@@ -131,7 +166,8 @@ class FoldRun:
         self.model = model.to(device).to(memory_format=torch.channels_last)
         self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
                     if config.ema > 0 else None)
-        self.loader = train_loader(config, train_images, train_labels, device)
+        self.loader = batches(config, train_images, train_labels, device)
+        self.prepare = BatchInput(config, device)
         self.optimizer = _optimizer(config, self.model)
         self.scheduler = _scheduler(config, self.optimizer, len(self.loader))
         self.val_images = np.ascontiguousarray(val_images)
@@ -228,8 +264,8 @@ def _fit_folds(config, models, splits, on_epoch, should_stop, progress, warm: Fi
             started = time.perf_counter()
             records = []
             for fold in folds:
-                train_loss = _train_one_epoch(fold.model, fold.ema, fold.loader, fold.optimizer, fold.scheduler,
-                                              loss_fn, mixer, config, device, should_stop, warm)
+                train_loss = _train_one_epoch(fold.model, fold.ema, fold.loader, fold.prepare, fold.optimizer,
+                                              fold.scheduler, loss_fn, mixer, config, device, should_stop, warm)
                 if not math.isfinite(train_loss):
                     raise TrainingError(f"training loss became {train_loss} at epoch {epoch}; try a lower lr (now {config.lr})")
                 metrics, fold.probs = _evaluate(fold.scored, fold.val_images, fold.val_labels, config, device)
@@ -267,7 +303,7 @@ def _fit_folds(config, models, splits, on_epoch, should_stop, progress, warm: Fi
                      val_probs=np.concatenate([f.best_probs for f in folds]), stopped=stopped)
 
 
-def _train_one_epoch(model, ema, loader, optimizer, scheduler, loss_fn, mixer, config, device, should_stop,
+def _train_one_epoch(model, ema, loader, prepare, optimizer, scheduler, loss_fn, mixer, config, device, should_stop,
                      warm: FirstStep | None = None) -> float:
     model.train()
     # summed on the device: a float() per step would sync the GPU every batch
@@ -276,7 +312,7 @@ def _train_one_epoch(model, ema, loader, optimizer, scheduler, loss_fn, mixer, c
     for images, labels in loader:
         if should_stop():
             raise StopRequested()
-        x = to_model_input(images.to(device, non_blocking=True))
+        x = prepare(images)
         y = labels.to(device, non_blocking=True)
         if mixer is not None:
             x, y = mixer(x, y)
