@@ -33,10 +33,13 @@ def validate(sweep_file: Path) -> None:
 @click.option("--seed", type=int, default=None, help="Seed of the search (default random, stored with the sweep).")
 @click.option("--max-early-failures", type=click.IntRange(min=1), default=5, show_default=True,
               help="End the sweep after this many trials in a row fail before their first epoch.")
+@click.option("--warm-workers", is_flag=True, help="Keep one process per agent for successive trials (imports and CUDA "
+              "start paid once); a trial that fails or leaves GPU memory held gets its worker replaced.")
 @home_option
-def sweep(sweep_file, data, count, agents, gpus, resume_id, seed, max_early_failures, home) -> None:
+def sweep(sweep_file, data, count, agents, gpus, resume_id, seed, max_early_failures, warm_workers, home) -> None:
     """Run SWEEP_FILE with W&B's sweep engine locally: no account, no network, SQLite store."""
     from covid_sweep.sweep.controller import Controller, new_sweep, open_store
+    from covid_sweep.sweep.launcher import ForkLauncher, WarmLauncher
     from covid_sweep.sweep.spec import load_spec
 
     root = paths.home(home)
@@ -57,7 +60,8 @@ def sweep(sweep_file, data, count, agents, gpus, resume_id, seed, max_early_fail
     started = time.time()
     controller = Controller(store, the_sweep, root, agents=agents, count=count,
                             gpus=[g for g in (gpus or "").split(",") if g], log=click.echo,
-                            max_early_failures=max_early_failures)
+                            max_early_failures=max_early_failures,
+                            launcher=WarmLauncher() if warm_workers else ForkLauncher())
     outcome = controller.run()
     click.echo(f"sweep {the_sweep.id}: {len(outcome.launched)} trials in {time.time() - started:.1f}s; stopped: {outcome.reason}")
     _print_status(store, the_sweep.id)

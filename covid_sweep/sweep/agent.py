@@ -27,13 +27,21 @@ from covid_sweep.training.trial import run_trial
 
 
 def run_embedded(store_path: Path, trial_id: int, home: Path) -> int:
-    from covid_sweep.sweep.child import TrialProcess
     from covid_sweep.sweep.store import Store
 
     timer = PhaseTimer()
     for name, seconds in protocol.startup_phases(os.environ, time.time()).items():
         timer.add(name, seconds)
     store = Store(store_path)
+    try:
+        return _run_embedded(store, trial_id, home, timer)
+    finally:
+        store.close()  # a warm worker runs many trials: one connection each would pile up
+
+
+def _run_embedded(store, trial_id: int, home: Path, timer: PhaseTimer) -> int:
+    from covid_sweep.sweep.child import TrialProcess
+
     trial = store.trial(trial_id)
     sweep = store.sweep(trial.sweep_id)
     process = TrialProcess(store, trial, sweep)

@@ -17,7 +17,7 @@ from pathlib import Path
 from covid_sweep.core import paths
 from covid_sweep.core.states import ACTIVE, TrialState
 from covid_sweep.sweep import engine, protocol
-from covid_sweep.sweep.launcher import ForkLauncher, TrialHandle
+from covid_sweep.sweep.launcher import ForkLauncher, TrialHandle, WarmHandle, WarmLauncher
 from covid_sweep.sweep.store import Store, Sweep, Trial, process_start
 from covid_sweep.tracking.tracker import trial_process_env
 
@@ -35,7 +35,7 @@ def new_sweep(store: Store, config: dict, source: str, data_dir: str | None, see
 @dataclass
 class Slot:
     trial: Trial
-    process: TrialHandle
+    process: TrialHandle | WarmHandle
     log: Path
     stop_sent: bool = False
 
@@ -66,7 +66,7 @@ def _owner_alive(store: Store, owner: str | None) -> bool:
 
 class Controller:
     def __init__(self, store: Store, sweep: Sweep, home: Path, agents: int = 1, count: int | None = None,
-                 gpus: list[str] | None = None, launcher: ForkLauncher | None = None,
+                 gpus: list[str] | None = None, launcher: ForkLauncher | WarmLauncher | None = None,
                  poll_s: float = 0.5, log=print, max_early_failures: int = MAX_EARLY_FAILURES):
         self.store, self.sweep, self.home = store, sweep, Path(home)
         self.agents, self.count, self.gpus = agents, count, gpus or []
@@ -220,6 +220,7 @@ class Controller:
         finally:
             for s, handler in old.items():
                 signal.signal(s, handler)
+            self.launcher.close()
         return outcome
 
     def _stop_all(self, sig: int, grace_s: float = 30.0) -> None:
