@@ -439,15 +439,16 @@ def smoke_sweep_config(trials: int, size: int, epochs: int, batch: int, backbone
 
 
 def run_sweep_command(yaml_path: Path, data: Path, home: Path, cache: Path, count: int, agents: int,
-                      wandb_mode: str, timeout: float) -> tuple[float, list, str]:
-    """`covid-sweep sweep YAML --count N --agents K` in a fresh HOME; -> (wall s, trials from its store, output)."""
+                      wandb_mode: str, timeout: float, warm: bool = False) -> tuple[float, list, str]:
+    """`covid-sweep sweep YAML --count N --agents K [--warm-workers]` in a fresh HOME; -> (wall s, trials from its
+    store, output)."""
     from covid_sweep.sweep.store import Store
 
     env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
     env.update({"COVID_SWEEP_HOME": str(home), "COVID_SWEEP_CACHE": str(cache), "WANDB_MODE": wandb_mode,
                 "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1"})
     argv = [sys.executable, "-c", CLI, "sweep", str(yaml_path), "--data", str(data), "--count", str(count),
-            "--agents", str(agents), "--seed", "0", "--home", str(home)]
+            "--agents", str(agents), "--seed", "0", "--home", str(home)] + (["--warm-workers"] if warm else [])
     started = time.perf_counter()
     proc = subprocess.run(argv, env=env, cwd=home.parent, capture_output=True, text=True, timeout=timeout)
     wall = time.perf_counter() - started
@@ -597,11 +598,14 @@ def measure_sweeps(args, data: Path, work: Path, cache: Path, device) -> list[di
                                 args.sweep_backbones, args.device)
     yaml_path = write_yaml(work / "bench-sweep.yaml", config)
     rows, first_params = [], None
-    for agents in args.agents:
-        home = work / f"home-sweep-k{agents}"
+    # every --agents value with a fresh process per trial, then the largest with warm trial workers
+    for agents, warm in [*((k, False) for k in args.agents), (max(args.agents), True)]:
+        home = work / f"home-sweep-k{agents}{'-warm' if warm else ''}"
         home.mkdir()
+        print(f"[sweep] covid-sweep sweep --agents {agents}{' --warm-workers' if warm else ''} ...", file=sys.stderr,
+              flush=True)
         wall, trials, output = run_sweep_command(yaml_path, data, home, cache, args.sweep_trials, agents,
-                                                 args.wandb_mode, args.timeout)
+                                                 args.wandb_mode, args.timeout, warm)
         finished = sum(1 for t, _ in trials if t.state == "finished")
         if finished < len(trials):
             print(f"warning: --agents {agents}: {len(trials) - finished} trials did not finish:\n{_failed(trials, home)}",
@@ -609,7 +613,8 @@ def measure_sweeps(args, data: Path, work: Path, cache: Path, device) -> list[di
         if first_params is None:
             first_params = [t.params for t, _ in trials]
         process_s = [t.ended - t.started for t, _ in trials if t.ended and t.started]
-        rows.append({"runner": "covid-sweep sweep", "agents": agents, "trials": len(trials), "finished": finished,
+        runner = "covid-sweep sweep --warm-workers" if warm else "covid-sweep sweep"
+        rows.append({"runner": runner, "agents": agents, "trials": len(trials), "finished": finished,
                      "wall_s": wall, "trials_per_hour": finished / wall * 3600,
                      "mean_trial_process_s": sum(process_s) / len(process_s) if process_s else None,
                      "median_outside_fit_s": _median([outside_fit_s(t.phases) for t, _ in trials]),

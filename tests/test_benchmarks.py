@@ -21,7 +21,7 @@ def positive(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)  # a hang guard: the run (every section, two sweeps) takes 1-2 min on 2 shared cores
 def test_pipeline_benchmark_reports_every_column(tiny_data, tmp_path, capsys):
     bench = load_pipeline()
     out = tmp_path / "bench.json"
@@ -64,7 +64,7 @@ def test_pipeline_benchmark_reports_every_column(tiny_data, tmp_path, capsys):
 
     sweep = result["sweep"]
     assert isinstance(sweep, list), sweep
-    assert [r["runner"] for r in sweep] == ["covid-sweep sweep", "seed-style loop"]
+    assert [r["runner"] for r in sweep] == ["covid-sweep sweep", "covid-sweep sweep --warm-workers", "seed-style loop"]
     for r in sweep:
         for column in bench.SWEEP_COLUMNS:
             assert column in r, column
@@ -72,5 +72,5 @@ def test_pipeline_benchmark_reports_every_column(tiny_data, tmp_path, capsys):
                 assert positive(r[column]), (column, r[column])
         assert r["finished"] == r["trials"] == 1
     assert positive(sweep[0]["median_outside_fit_s"])
-    # the seed-style loop ran exactly the trials the sweep ran
-    assert sweep[0]["params"] == sweep[1]["params"]
+    # the seed-style loop (and the warm-worker sweep) ran exactly the trials the sweep ran
+    assert sweep[0]["params"] == sweep[1]["params"] == sweep[2]["params"]

@@ -59,6 +59,7 @@ def to_model_input(batch_uint8: torch.Tensor, mean=MEAN, std=STD) -> torch.Tenso
 
 def normalize(x: torch.Tensor, mean=MEAN, std=STD) -> torch.Tensor:
     """float (N, 3, H, W) in [0, 1] -> normalised, channels_last memory (what training's device augmentation hands on)."""
-    mean = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
+    # non-blocking: a blocking host->GPU copy would wait for the GPU's queue every batch
+    mean = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1).to(x.device, non_blocking=True)
+    std = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1).to(x.device, non_blocking=True)
     return ((x - mean) / std).contiguous(memory_format=torch.channels_last)

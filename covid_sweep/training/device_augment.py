@@ -151,7 +151,7 @@ def _resample(x: torch.Tensor, crop: torch.Tensor, flip: torch.Tensor, angle: to
     scale = torch.stack([w / width * mirror, h / height], 1)
     shift = torch.stack([(2 * x0 + w) / width - 1, (2 * y0 + h) / height - 1], 1)
     theta = torch.cat([scale[:, :, None] * rotate, shift[:, :, None]], 2)
-    grid = F.affine_grid(theta.to(x.device, torch.float32), [n, 3, size, size], align_corners=False)
+    grid = F.affine_grid(_to(theta, x, theta.shape), [n, 3, size, size], align_corners=False)
     cropped = (crop[:, 2:] != torch.tensor([width, height], dtype=crop.dtype)).any(1) | (crop[:, :2] != 0).any(1)
     if not cropped.any():
         # the rotation's BORDER_CONSTANT 0 is grid_sample's zero padding, bilinear against the border alike
@@ -162,7 +162,7 @@ def _resample(x: torch.Tensor, crop: torch.Tensor, flip: torch.Tensor, angle: to
     if (angle == 0).all():
         return out
     rotated = torch.cat([rotate, torch.zeros(n, 2, 1, dtype=dtype)], 2)
-    points = F.affine_grid(rotated.to(x.device, torch.float32), [n, 1, size, size], align_corners=False)
+    points = F.affine_grid(_to(rotated, x, rotated.shape), [n, 1, size, size], align_corners=False)
     pixels = (points + 1) * size / 2 - 0.5  # pixel-centre coordinates in the rotation's square
     outside = F.relu(-pixels) + F.relu(pixels - (size - 1))
     inside = (1 - outside).clamp(0, 1).prod(dim=-1)
@@ -172,6 +172,12 @@ def _resample(x: torch.Tensor, crop: torch.Tensor, flip: torch.Tensor, angle: to
 def _on(mask: torch.Tensor, device: torch.device) -> torch.Tensor:
     # from CPU parameters: the device never syncs to learn which images an op touches
     return mask.nonzero().flatten().to(device, non_blocking=True)
+
+
+def _to(values: torch.Tensor, like: torch.Tensor, shape=(-1, 1, 1, 1)) -> torch.Tensor:
+    """CPU parameters onto like's device and dtype without waiting for the device: a blocking host->GPU copy
+    synchronises the stream, and the CPU could no longer queue the next batch while the GPU works."""
+    return values.to(like.dtype).view(shape).to(like.device, non_blocking=True)
 
 
 def box_blur(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
@@ -188,14 +194,12 @@ def box_blur(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
 
 def brightness_contrast(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
     """RandomBrightnessContrast (brightness by max): x * alpha + beta, clipped."""
-    a = alpha.to(x.device, x.dtype).view(-1, 1, 1, 1)
-    b = beta.to(x.device, x.dtype).view(-1, 1, 1, 1)
-    return (x * a + b).clamp_(0, 1)
+    return (x * _to(alpha, x) + _to(beta, x)).clamp_(0, 1)
 
 
 def gamma(x: torch.Tensor, exponent: torch.Tensor) -> torch.Tensor:
     """RandomGamma: x ** gamma."""
-    return x.clamp(min=0).pow(exponent.to(x.device, x.dtype).view(-1, 1, 1, 1))
+    return x.clamp(min=0).pow(_to(exponent, x))
 
 
 def sepia(x: torch.Tensor, on: torch.Tensor) -> torch.Tensor:
@@ -203,7 +207,7 @@ def sepia(x: torch.Tensor, on: torch.Tensor) -> torch.Tensor:
     if not bool(on.any()):
         return x
     idx = _on(on, x.device)
-    matrix = torch.tensor(SEPIA, device=x.device, dtype=x.dtype)
+    matrix = _to(torch.tensor(SEPIA), x, (3, 3))
     out = x.clone()
     out[idx] = torch.einsum("oc,nchw->nohw", matrix, x.index_select(0, idx)).clamp_(0, 1)
     return out
