@@ -27,7 +27,7 @@ def test_pipeline_benchmark_reports_every_column(tiny_data, tmp_path, capsys):
     out = tmp_path / "bench.json"
     result = bench.main([
         "--data", str(tiny_data), "--device", "cpu", "--backbones", "resnet18", "--sizes", "32",
-        "--batch", "8", "--epochs", "1", "--warmup-steps", "1", "--limit-steps", "1",
+        "--batch", "8", "--epochs", "1", "--warmup-steps", "1", "--limit-steps", "1", "--rounds", "1",
         "--trial-backbones", "resnet18", "--trial-size", "32", "--trial-batch", "8", "--trial-epochs", "1",
         "--sweep-trials", "1", "--agents", "1", "--sweep-size", "32", "--sweep-batch", "8", "--sweep-epochs", "1",
         "--sweep-backbones", "resnet18", "--wandb-mode", "disabled", "--no-seed-wandb", "--json", str(out),
