@@ -10,16 +10,20 @@ Measures in ONE run on ONE machine, and prints side by side:
                (b) seed:   the seed's pipeline: a Dataset that cv2-decodes every PNG every epoch,
                            albumentations Resize + toggles + Normalize + ToTensorV2 (fp32 on the
                            CPU), DataLoader(workers=0, and optionally workers=N), fp32 model,
-               (c) covid:  covid_sweep's own code: data.cached_images + train.fit (train_loader,
-                           preprocessing.to_model_input, bf16 as in (a)), timed per epoch from fit's
-                           records with the evaluation time separated out,
-               with each one's ratio to (a);
-  trial        one real trial (`covid-sweep sweep` with --count 1, which runs
-               a trial process forked by the embedded controller) vs its compute floor
-               (train images x epochs / limit img/s + val images x epochs / eval-limit img/s);
-  sweep        trials/hour of `covid-sweep sweep` on a generated smoke-recipe sweep with
-               --agents 1 and --agents K, vs a seed-style agent (the same trials run one after
-               another in-process: decode every epoch, fp32, a wandb offline run per trial).
+               (c) covid:  covid_sweep's own code: data.cached_images + train.fit (its batches and
+                           BatchInput: augmentation where augment_on=auto puts it, bf16 as in (a)),
+                           timed per epoch from fit's records with the evaluation time separated out,
+                           and again with the augmentation on the other side,
+               with each one's ratio to (a), alternated --rounds times (best round kept);
+  augmentation fit's batch path alone: albumentations in the loader (workers 0 and N) vs device ops;
+  trial        one real trial per --trial-backbones (the embedded controller forks a trial process)
+               vs its compute floor (train images x epochs / limit img/s + val images x epochs /
+               eval-limit img/s), with the phases the trial recorded in the store;
+  sweep        trials/hour of `covid-sweep sweep` on a generated smoke-recipe sweep with each
+               --agents K (and the largest with --warm-workers), vs a seed-style agent (the same trials
+               run one after another in-process: decode every epoch, fp32, a wandb offline run per trial).
+
+Each section's table is printed as soon as it ends, and --json rewritten after each section.
 
 Every number is measured in this run. The decoded-image cache and the sweep state live in a
 temporary COVID_SWEEP_CACHE / COVID_SWEEP_HOME; the cache is built (and timed) before the trial
@@ -58,10 +62,12 @@ QUICK = dict(backbones="resnet18", sizes="64", batch=32, epochs=2, workers=0, wa
              trial_backbones="resnet18", trial_size=64, trial_batch=32, trial_epochs=2,
              sweep_trials=3, agents="2", sweep_size=64, sweep_epochs=2, sweep_batch=32, sweep_backbones=None)
 # planned for <= 4 minutes on one H100/H200 (issue 13): the two backbones of the issue at 224 px, batch 32;
-# a realistic 30-epoch trial of each for wall/floor; an 8-trial sweep with 1 and 4 agents vs the seed-style loop
+# a realistic 30-epoch trial of each for wall/floor; an 8-trial sweep with 4 agents (fresh processes, then warm
+# workers) vs the seed-style loop. Estimated from the issue's H200 numbers: ~50 s throughput, ~20 s augmentation,
+# ~45 s trials, ~80 s sweep, plus start-up and cache builds
 GPU_DEFAULT = dict(backbones="vgg16,resnet50", sizes="224", batch=32, epochs=3, workers=8, warmup_steps=10,
                    limit_steps=40, rounds=1, trial_backbones="vgg16,resnet50", trial_size=224, trial_batch=32, trial_epochs=30,
-                   sweep_trials=8, agents="1,4", sweep_size=64, sweep_epochs=2, sweep_batch=32, sweep_backbones=None)
+                   sweep_trials=8, agents="4", sweep_size=64, sweep_epochs=2, sweep_batch=32, sweep_backbones=None)
 # every toggle with a device op (CLAHE, CPU-only in both paths, aside): the heaviest augmentation a sweep draws
 DEVICE_TOGGLES = ("hflip", "rotate", "random_resized_crop", "blur", "brightness_contrast", "gamma", "sepia", "cutout")
 
@@ -771,7 +777,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "a 2-epoch trial, 3-trial sweep, 2 agents")
     preset.add_argument("--gpu-default", action="store_true",
                         help="GPU preset (<= 4 min on one GPU): vgg16,resnet50 at 224, batch 32, 3 epochs, seed workers=8, "
-                             "a 30-epoch trial of each, 8-trial sweep with --agents 1 and 4")
+                             "a 30-epoch trial of each, 8-trial sweep with --agents 4")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"competition-layout data (default {DEFAULT_DATA})")
     p.add_argument("--backbones", help="comma list")
     p.add_argument("--sizes", help="comma list of input sizes")
