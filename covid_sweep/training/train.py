@@ -26,10 +26,11 @@ from covid_sweep.training import augment
 from covid_sweep.training.batches import CachedBatches
 from covid_sweep.training.device_augment import DeviceAugment
 
-# augment_on=auto, per device type: the faster path measured by benchmarks/pipeline.py (its "Augmentation
-# alone" table). CPU: albumentations (cv2's SIMD uint8 ops) beat the float torch ops 4-9x on a 2-core box.
-# CUDA: not measured here; device, because the CPU path caps a trial near 400 img/s on an H200 (issue 13)
-# whatever the GPU does, and the device ops cost the GPU little next to a backbone's step.
+# augment_on=auto, per device type (benchmarks/pipeline.py's "Augmentation alone" table and (c) vs "c other aug").
+# CPU: the reference albumentations path. On the 2-core box both paths ran at thousands of img/s at 64 px against a
+# training step of tens to ~150 img/s, so neither limits a CPU trial, and which was faster flipped between runs
+# (shared, bursty cores). CUDA: device; not measured here: the CPU path capped a trial near 400 img/s on an
+# H200 (issue 13) whatever the GPU does, and the device ops cost a GPU little next to a backbone's step.
 AUTO_AUGMENT_ON = {"cuda": "device", "cpu": "cpu"}
 
 
