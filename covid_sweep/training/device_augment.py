@@ -128,6 +128,8 @@ def geometry(x: torch.Tensor, crop: torch.Tensor, flip: torch.Tensor, angle: tor
     n, _, height, width = x.shape
     full = (crop == torch.tensor([0.0, 0.0, width, height], dtype=crop.dtype)).all(1)
     if (height, width) == (size, size) and full.all() and (angle == 0).all():
+        if not flip.any():
+            return x
         out = x.clone()
         idx = _on(flip, x.device)
         out[idx] = x.index_select(0, idx).flip(-1)
