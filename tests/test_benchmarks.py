@@ -21,19 +21,21 @@ def positive(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)  # a hang guard: the run (every section, two sweeps) takes 1-2 min on 2 shared cores
 def test_pipeline_benchmark_reports_every_column(tiny_data, tmp_path, capsys):
     bench = load_pipeline()
     out = tmp_path / "bench.json"
     result = bench.main([
         "--data", str(tiny_data), "--device", "cpu", "--backbones", "resnet18", "--sizes", "32",
-        "--batch", "8", "--epochs", "1", "--warmup-steps", "1", "--limit-steps", "1",
+        "--batch", "8", "--epochs", "1", "--warmup-steps", "1", "--limit-steps", "1", "--rounds", "1",
+        "--trial-backbones", "resnet18", "--trial-size", "32", "--trial-batch", "8", "--trial-epochs", "1",
         "--sweep-trials", "1", "--agents", "1", "--sweep-size", "32", "--sweep-batch", "8", "--sweep-epochs", "1",
         "--sweep-backbones", "resnet18", "--wandb-mode", "disabled", "--no-seed-wandb", "--json", str(out),
     ])
     assert json.loads(out.read_text())["settings"]["batch"] == 8
     printed = capsys.readouterr().out
-    for title in ("Training throughput", "Trial wall time", "Sweep throughput", "device: cpu"):
+    for title in ("Training throughput", "Augmentation alone", "Trial wall time", "Where each trial's time went",
+                  "Sweep throughput", "device: cpu"):
         assert title in printed
 
     assert result["device"]["type"] == "cpu" and result["device"]["name"]
@@ -41,25 +43,34 @@ def test_pipeline_benchmark_reports_every_column(tiny_data, tmp_path, capsys):
     assert "error" not in row
     for column in bench.THROUGHPUT_COLUMNS:
         assert column in row, column
-        if column not in ("backbone", "cache_build_s"):
+        if column not in ("backbone", "cache_build_s", "covid_augment_on"):
             assert positive(row[column]), (column, row[column])
-    assert row["cache_build_s"] >= 0
+    assert row["cache_build_s"] >= 0 and row["covid_augment_on"] in ("cpu", "device")
 
-    trial = result["trial"]
+    for aug in result["augmentation"]:
+        for column in bench.AUGMENT_COLUMNS:
+            assert column in aug, column
+            if column.endswith("img_s"):
+                assert positive(aug[column]), (column, aug[column])
+    assert [a["toggles"] for a in result["augmentation"]] == ["hflip,rotate", ",".join(bench.DEVICE_TOGGLES)]
+
+    [trial] = result["trial"]
     assert "error" not in trial, trial.get("error")
     for column in bench.TRIAL_COLUMNS:
         assert column in trial, column
-        if column != "backbone":
+        if column not in ("backbone", "phases"):
             assert positive(trial[column]), (column, trial[column])
+    assert set(trial["phases"]) == set(bench.PHASES)
 
     sweep = result["sweep"]
     assert isinstance(sweep, list), sweep
-    assert [r["runner"] for r in sweep] == ["covid-sweep sweep", "seed-style loop"]
+    assert [r["runner"] for r in sweep] == ["covid-sweep sweep", "covid-sweep sweep --warm-workers", "seed-style loop"]
     for r in sweep:
         for column in bench.SWEEP_COLUMNS:
             assert column in r, column
             if column != "runner":
                 assert positive(r[column]), (column, r[column])
         assert r["finished"] == r["trials"] == 1
-    # the seed-style loop ran exactly the trials the sweep ran
-    assert sweep[0]["params"] == sweep[1]["params"]
+    assert positive(sweep[0]["median_outside_fit_s"])
+    # the seed-style loop (and the warm-worker sweep) ran exactly the trials the sweep ran
+    assert sweep[0]["params"] == sweep[1]["params"] == sweep[2]["params"]

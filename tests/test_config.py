@@ -21,7 +21,8 @@ AGENT_ARGS = [
     "--batch_size=16", "--blur=True", "--clahe=false", "--cutout=1", "--rotate=0", "--sepia=True",
     "--hflip=False", "--random_resized_crop=true", "--brightness_contrast=False", "--gamma=True",
     "--label_smoothing=0.1", "--mixup=0.5", "--warmup_epochs=2", "--ema=0.999", "--seed=7",
-    "--val_fraction=0.25", "--folds=3", "--grouping=near_duplicates", "--amp=False", "--num_workers=2", "--device=cpu",
+    "--val_fraction=0.25", "--folds=3", "--grouping=near_duplicates", "--amp=False", "--num_workers=2", "--augment_on=device",
+    "--device=cpu",
     "--data_dir=/mnt/data",
 ]
 
@@ -35,6 +36,7 @@ def test_agent_strings_parse_into_typed_fields():
     assert config.epochs == 12 and config.weight_decay == 0.0 and config.optimizer == "sgd"
     assert config.ema == pytest.approx(0.999) and config.data_dir == Path("/mnt/data")
     assert config.monitor_goal == "minimize" and config.grouping == "near_duplicates"
+    assert config.augment_on == "device" and config.num_workers == 2
     # every field was exercised
     assert {a[2:].split("=")[0] for a in AGENT_ARGS} == set(TrialConfig.model_fields)
 

@@ -168,3 +168,13 @@ def test_ema_model_is_what_gets_scored(arrays):
     kept = build_model("resnet18")
     kept.load_state_dict(smoothed.best_state)
     assert np.allclose(inference.predict_probs(kept, arrays[2], 8, torch.device("cpu")), smoothed.val_probs, atol=1e-6)
+
+
+@pytest.mark.parametrize("where", ["cpu", "device"])
+def test_both_augmentation_paths_train_reproducibly_with_every_toggle(arrays, where):
+    toggles = {t: True for t in ("hflip", "rotate", "random_resized_crop", "blur", "clahe", "brightness_contrast",
+                                 "gamma", "sepia", "cutout")}
+    config = build_config({"input_size": 32, "epochs": 1, "batch_size": 8, "augment_on": where, **toggles})
+    first = fit(config, _model(), *arrays, progress=False)
+    assert math.isfinite(first.history[0]["train_loss"])
+    assert _fingerprint(fit(config, _model(), *arrays, progress=False)) == _fingerprint(first)

@@ -34,10 +34,13 @@ def validate(sweep_file: Path) -> None:
 @click.option("--seed", type=int, default=None, help="Seed of the search (default random, stored with the sweep).")
 @click.option("--max-early-failures", type=click.IntRange(min=1), default=5, show_default=True,
               help="End the sweep after this many trials in a row fail before their first epoch.")
+@click.option("--warm-workers", is_flag=True, help="Keep one process per agent for successive trials (imports and CUDA "
+              "start paid once); a trial that fails or leaves GPU memory held gets its worker replaced.")
 @home_option
 @store_option
 @artifacts_option
-def sweep(sweep_file, data, count, agents, gpus, resume_id, seed, max_early_failures, home, store, artifacts) -> None:
+def sweep(sweep_file, data, count, agents, gpus, resume_id, seed, max_early_failures, warm_workers, home, store,
+          artifacts) -> None:
     """Run SWEEP_FILE with W&B's sweep engine locally: no account, no network; an SQLite store on this box,
     or a PostgreSQL one (--store) that controllers on several boxes share (`--resume ID` on each)."""
     from covid_sweep.sweep.controller import Controller, new_sweep
@@ -66,7 +69,7 @@ def sweep(sweep_file, data, count, agents, gpus, resume_id, seed, max_early_fail
     with _live_view(store_url, root, the_sweep, agents, count) as log:
         controller = Controller(store, the_sweep, root, agents=agents, count=count,
                                 gpus=[g for g in (gpus or "").split(",") if g], log=log,
-                                max_early_failures=max_early_failures, artifacts=artifacts)
+                                max_early_failures=max_early_failures, artifacts=artifacts, warm_workers=warm_workers)
         outcome = controller.run()
     click.echo(f"sweep {the_sweep.id}: {len(outcome.launched)} trials in {time.time() - started:.1f}s; stopped: {outcome.reason}")
     _print_status(store, the_sweep.id)

@@ -67,7 +67,11 @@ class TrialConfig(BaseModel):
                             "near-duplicate clusters, or near-duplicates alone without it; none = ungrouped")
     amp: bool = Field(True, description="bf16 autocast where the device runs bf16 natively "
                                         "(CUDA; a CPU with AVX512-BF16 or AMX)")
-    num_workers: int = Field(0, ge=0, le=64)
+    num_workers: int = Field(0, ge=0, le=64, description="DataLoader workers of the CPU augmentation path")
+    augment_on: Literal["auto", "cpu", "device"] = Field(
+        "auto", description="where the random augmentation runs: cpu = albumentations per image in the loader; "
+                            "device = batched torch ops on the training device (CLAHE stays on the CPU); "
+                            "auto = the faster one measured for the device type (benchmarks/README.md)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     data_dir: Path | None = None
 

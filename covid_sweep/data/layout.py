@@ -184,7 +184,31 @@ def labels_for(split: Split, labels_csv: Path) -> np.ndarray:
 
 
 def fingerprint(split: Split) -> str:
-    """Content hash of the ids and image bytes: any changed, added or removed image changes it."""
+    """Content hash of the ids and image bytes: any changed, added or removed image changes it.
+
+    Hashing every image costs seconds on a large set, once per trial; so the hash is remembered under
+    the cache, keyed by what a change of content also changes: the folder, and every file's name, size
+    and modification time (ns). A file rewritten in place with the same size within the same mtime tick
+    would be missed; nothing that writes a data set does that."""
+    memo = cache_root() / "fingerprints" / f"{_stat_key(split)}.txt"
+    try:
+        return memo.read_text().strip()
+    except OSError:
+        pass
+    value = content_fingerprint(split)
+    write_file_atomically(memo, lambda fh: fh.write(value))
+    return value
+
+
+def _stat_key(split: Split) -> str:
+    digest = hashlib.sha256(str(split.folder.resolve()).encode() + b"\0")
+    for name, path in zip(split.ids, split.paths):
+        stat = path.stat()
+        digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+    return digest.hexdigest()[:32]
+
+
+def content_fingerprint(split: Split) -> str:
     digest = hashlib.sha256()
     for name, path in zip(split.ids, split.paths):
         digest.update(name.encode() + b"\0")

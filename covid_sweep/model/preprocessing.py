@@ -54,7 +54,12 @@ class Preprocessing:
 
 def to_model_input(batch_uint8: torch.Tensor, mean=MEAN, std=STD) -> torch.Tensor:
     """(N, H, W, 3) uint8 on any device -> normalised float (N, 3, H, W), channels_last memory."""
-    mean = torch.tensor(mean, device=batch_uint8.device).view(1, 3, 1, 1)
-    std = torch.tensor(std, device=batch_uint8.device).view(1, 3, 1, 1)
-    x = batch_uint8.permute(0, 3, 1, 2).float().div_(255.0)
+    return normalize(batch_uint8.permute(0, 3, 1, 2).float().div_(255.0), mean, std)
+
+
+def normalize(x: torch.Tensor, mean=MEAN, std=STD) -> torch.Tensor:
+    """float (N, 3, H, W) in [0, 1] -> normalised, channels_last memory (what training's device augmentation hands on)."""
+    # non-blocking: a blocking host->GPU copy would wait for the GPU's queue every batch
+    mean = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1).to(x.device, non_blocking=True)
+    std = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1).to(x.device, non_blocking=True)
     return ((x - mean) / std).contiguous(memory_format=torch.channels_last)

@@ -13,7 +13,9 @@ value fails in about a second instead of after the heavy imports and wandb.init.
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Callable
@@ -21,6 +23,7 @@ from typing import Callable
 from covid_sweep.core import paths
 from covid_sweep.core.config import build_config, parse_agent_args
 from covid_sweep.core.errors import UserError
+from covid_sweep.core.phases import PhaseTimer
 from covid_sweep.core.states import TrialState
 from covid_sweep.core.stop_request import SIGTERM_STOP
 from covid_sweep.sweep import protocol
@@ -35,10 +38,21 @@ def run_trial(*args, **kwargs):
 
 
 def run_embedded(store_location: Path | str, trial_id: int, home: Path, artifacts: Path | None = None) -> int:
-    from covid_sweep.sweep.child import TrialProcess
     from covid_sweep.sweep.store import Store
 
+    timer = PhaseTimer()
+    for name, seconds in protocol.startup_phases(os.environ, time.time()).items():
+        timer.add(name, seconds)
     store = Store(store_location, create=False)
+    try:
+        return _run_embedded(store, trial_id, home, artifacts, timer)
+    finally:
+        store.close()  # a warm worker runs many trials: one connection each would pile up
+
+
+def _run_embedded(store, trial_id: int, home: Path, artifacts: Path | None, timer: PhaseTimer) -> int:
+    from covid_sweep.sweep.child import TrialProcess
+
     trial = store.trial(trial_id)
     sweep = store.sweep(trial.sweep_id)
     process = TrialProcess(store, trial, sweep)
@@ -49,23 +63,33 @@ def run_embedded(store_location: Path | str, trial_id: int, home: Path, artifact
         if sweep.data_dir and "data_dir" not in params:
             params["data_dir"] = sweep.data_dir
         config = build_config(params, source=f"trial {trial.name}")
-        tracker = Tracker.start(mode=embedded_trial_mode(), directory=home,
-                                config=config.model_dump(mode="json"), project=sweep.name, group=sweep.id,
-                                name=trial.name, tags=["embedded"])
+        with timer.phase("wandb_init"):
+            tracker = Tracker.start(mode=embedded_trial_mode(), directory=home,
+                                    config=config.model_dump(mode="json"), project=sweep.name, group=sweep.id,
+                                    name=trial.name, tags=["embedded"])
         artifact_dir = paths.trial_artifact_dir(home, sweep.id, trial.name, artifacts)
         result = run_trial(config, artifact_dir, tracker,
                            on_epoch=process.on_epoch, should_stop=process.should_stop, progress=False,
-                           trial_name=trial.name, artifact_name=f"model-{sweep.id}")
+                           trial_name=trial.name, artifact_name=f"model-{sweep.id}", timer=timer)
+        # the phases before the end is recorded: a reader that sees the trial ended sees them too
+        store.add_phases(trial.id, timer.phases)
         state = process.end(result.state == TrialState.STOPPED, str(result.artifact) if result.artifact else None)
         print(f"trial {trial.name} {state}; artifact {result.artifact}", flush=True)
-        tracker.finish(0)
+        _finish_timed(tracker, 0, timer, store, trial.id)
         return 0
     except BaseException as err:  # noqa: BLE001 - any crash must leave the trial marked failed, then re-raise codes
         process.fail(f"{type(err).__name__}: {err}")
+        store.add_phases(trial.id, timer.phases)
         traceback.print_exc()
         if tracker:
-            tracker.finish(1)
+            _finish_timed(tracker, 1, timer, store, trial.id)
         return 2 if isinstance(err, UserError) else 1
+
+
+def _finish_timed(tracker: Tracker, exit_code: int, timer: PhaseTimer, store, trial_id: int) -> None:
+    with timer.phase("wandb_finish"):
+        tracker.finish(exit_code)
+    store.add_phases(trial_id, {"wandb_finish": timer.phases["wandb_finish"]})
 
 
 def run_wandb_agent(argv: list[str], home: Path, stop: Callable[[], bool] = SIGTERM_STOP) -> int:

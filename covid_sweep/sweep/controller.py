@@ -20,7 +20,7 @@ from pathlib import Path
 
 from covid_sweep.core.states import ACTIVE, TrialState
 from covid_sweep.sweep import engine, protocol
-from covid_sweep.sweep.launcher import AGENT_PRELOAD, ForkLauncher, TrialHandle
+from covid_sweep.sweep.launcher import AGENT_PRELOAD, ForkLauncher, TrialHandle, WarmHandle, WarmLauncher
 from covid_sweep.sweep.store import Store, Sweep, Trial, machine_id, process_start
 from covid_sweep.tracking.tracker import trial_process_env
 
@@ -40,7 +40,7 @@ def new_sweep(store: Store, config: dict, source: str, data_dir: str | None, see
 @dataclass
 class Slot:
     trial: Trial
-    process: TrialHandle
+    process: TrialHandle | WarmHandle
     log: Path
     stop_sent: bool = False
 
@@ -78,15 +78,15 @@ def _same_machine(machine: str | None, owner: str) -> bool:
 
 class Controller:
     def __init__(self, store: Store, sweep: Sweep, home: Path, agents: int = 1, count: int | None = None,
-                 gpus: list[str] | None = None, launcher: ForkLauncher | None = None,
+                 gpus: list[str] | None = None, launcher: ForkLauncher | WarmLauncher | None = None,
                  poll_s: float = 0.5, log=print, max_early_failures: int = MAX_EARLY_FAILURES,
-                 stale_s: float = STALE_CONTROLLER_S, artifacts: Path | None = None):
+                 stale_s: float = STALE_CONTROLLER_S, artifacts: Path | None = None, warm_workers: bool = False):
         self.store, self.sweep, self.home = store, sweep, Path(home)
         self.stale_s, self.artifacts = stale_s, artifacts
         self.agents, self.count, self.gpus = agents, count, gpus or []
         # trials on a PostgreSQL store import SQLAlchemy and psycopg: once, in the fork server, not per trial
         extra = ("covid_sweep.sweep.store_postgres",) if store.location.kind == "postgresql" else ()
-        self.launcher = launcher or ForkLauncher(preload=AGENT_PRELOAD + extra)
+        self.launcher = launcher or (WarmLauncher if warm_workers else ForkLauncher)(preload=AGENT_PRELOAD + extra)
         self.poll_s, self.log = poll_s, log
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self.slots: dict[int, Slot] = {}
@@ -262,6 +262,7 @@ class Controller:
         finally:
             for s, handler in old.items():
                 signal.signal(s, handler)
+            self.launcher.close()
         return outcome
 
     def _stop_all(self, sig: int, grace_s: float = 30.0) -> None:

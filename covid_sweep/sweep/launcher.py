@@ -14,10 +14,11 @@ import multiprocessing
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Callable
 
-from covid_sweep.sweep.protocol import trial_main
+from covid_sweep.sweep.protocol import ENTERED_AT, LAUNCHED_AT, trial_main
 
 Entry = Callable[[list[str]], int]
 GUARD = "covid_sweep.sweep.forkserver_guard"
@@ -27,10 +28,17 @@ AGENT_PRELOAD = ("covid_sweep.sweep.agent", "covid_sweep.sweep.child", "wandb")
 def _run_entry(entry: Entry, argv: list[str], log: str, env: dict[str, str]) -> None:
     """In the forked child: become a trial process, then run `entry(argv)` and exit with its code."""
     os.setsid()  # its own session: a Ctrl-C in the terminal reaches the controller only
+    _become_trial(log, env)
+    sys.exit(entry(argv))
+
+
+def _become_trial(log: str, env: dict[str, str]) -> None:
+    """This process's signals, environment, output and threads as the trial about to run expects them."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the fork server ignores it (forkserver_guard); a trial must not
     os.environ.clear()
     os.environ.update(env)
+    os.environ[ENTERED_AT] = repr(time.time())
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
@@ -41,7 +49,6 @@ def _run_entry(entry: Entry, argv: list[str], log: str, env: dict[str, str]) -> 
     if threads and "torch" in sys.modules:
         # torch read OMP_NUM_THREADS when the server imported it, before this trial's value existed
         sys.modules["torch"].set_num_threads(int(threads))
-    sys.exit(entry(argv))
 
 
 class TrialHandle:
@@ -73,6 +80,163 @@ class ForkLauncher:
         self.context.set_forkserver_preload([GUARD, *preload])
 
     def start(self, argv: list[str], log: Path, env: dict[str, str]) -> TrialHandle:
+        env = {**env, LAUNCHED_AT: repr(time.time())}
         process = self.context.Process(target=_run_entry, args=(self.entry, argv, str(log), env), daemon=False)
         process.start()
         return TrialHandle(process)
+
+    def close(self) -> None:
+        """Nothing to end: each trial process ends with its trial."""
+
+
+# --------------------------------------------------------------------------------------------------
+# warm trial workers: one process per agent slot that runs successive trials
+
+
+def gpu_memory_released() -> bool:
+    """After a trial, in its worker: does the process still hold GPU memory the trial allocated?
+    (No CUDA initialised: nothing to hold.)"""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_initialized():
+        return True
+    import gc
+
+    gc.collect()
+    # cuBLAS keeps a workspace per handle in the caching allocator: not the trial's, but counted until cleared
+    clear_cublas = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+    if clear_cublas is not None:
+        clear_cublas()
+    torch.cuda.empty_cache()
+    return torch.cuda.memory_allocated() == 0
+
+
+def _serve(entry: Entry, conn, released: Callable[[], bool]) -> None:
+    """A warm worker: run the trials the controller sends, one at a time, in this one process.
+
+    Each trial gets what a fresh trial process gets (environment, log, signals, threads); after it the
+    worker reports (exit code, memory released). A failed trial (crash, OOM, NaN...) or one that left GPU
+    memory behind ends the worker: the launcher starts a fresh one for the next trial."""
+    os.setsid()
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError, KeyboardInterrupt):
+            return  # the controller is gone (its end of the pipe closed) or shut down
+        argv, log, env = job
+        _become_trial(log, env)
+        try:
+            code = entry(argv)
+        except SystemExit as err:
+            code = err.code if isinstance(err.code, int) else 1
+        except BaseException:  # noqa: BLE001 - what would have ended a one-trial process ends this worker
+            code = 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        clean = code == 0 and released()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a stop meant for the trial just ended may still arrive
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        conn.send((code, clean))
+        if not clean:
+            return
+
+
+class _Worker:
+    """The controller's side of one warm worker: its process, its pipe, whether a trial is on it."""
+
+    def __init__(self, context, entry: Entry, released: Callable[[], bool], gpu: str | None):
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_serve, args=(entry, child, released), daemon=False)
+        self.process.start()
+        child.close()
+        self.gpu = gpu  # CUDA_VISIBLE_DEVICES counts only before CUDA starts: a worker serves one GPU
+        self.busy = False
+        self.retired = False
+
+    def usable(self, gpu: str | None) -> bool:
+        return not self.busy and not self.retired and self.gpu == gpu and self.process.is_alive()
+
+    def run(self, argv: list[str], log: Path, env: dict[str, str]) -> None:
+        self.busy = True
+        self.conn.send((argv, str(log), env))
+
+    def result(self) -> int | None:
+        """The trial's exit code once it ended (the worker's own exit code if it died), else None."""
+        if self.conn.poll():
+            try:
+                code, clean = self.conn.recv()
+            except (EOFError, OSError):
+                return self._died()
+            self.busy = False
+            self.retired = not clean
+            return code
+        if not self.process.is_alive():
+            return self._died()
+        return None
+
+    def _died(self) -> int:
+        self.process.join()
+        self.busy, self.retired = False, True
+        return self.process.exitcode if self.process.exitcode is not None else 1
+
+
+class WarmHandle:
+    """TrialHandle over a trial running in a warm worker: the same poll/send_signal/wait/kill."""
+
+    def __init__(self, worker: _Worker):
+        self._worker = worker
+        self.pid = worker.process.pid
+        self._code: int | None = None
+
+    def poll(self) -> int | None:
+        if self._code is None:
+            self._code = self._worker.result()
+        return self._code
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:  # never a signal for an ended trial to the worker's next one
+            os.kill(self.pid, sig)
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None and (deadline is None or time.monotonic() < deadline):
+            time.sleep(0.02)
+        return self._code
+
+    def kill(self) -> None:
+        self._worker.retired = True
+        self._worker.process.kill()
+
+
+class WarmLauncher:
+    """Like ForkLauncher, but each agent slot keeps its process between trials: the imports, CUDA's
+    initialisation and cudnn's tuning are paid once per worker instead of once per trial. A trial that
+    fails, or leaves GPU memory held, retires its worker; the next trial gets a fresh one."""
+
+    def __init__(self, entry: Entry = trial_main, preload: tuple[str, ...] = AGENT_PRELOAD,
+                 released: Callable[[], bool] = gpu_memory_released):
+        self.entry, self.released = entry, released
+        self.context = multiprocessing.get_context("forkserver")
+        self.context.set_forkserver_preload([GUARD, *preload])
+        self.workers: list[_Worker] = []
+
+    def start(self, argv: list[str], log: Path, env: dict[str, str]) -> WarmHandle:
+        gpu = env.get("CUDA_VISIBLE_DEVICES")
+        self.workers = [w for w in self.workers if not w.retired]
+        worker = next((w for w in self.workers if w.usable(gpu)), None)
+        if worker is None:
+            worker = _Worker(self.context, self.entry, self.released, gpu)
+            self.workers.append(worker)
+        worker.run(argv, log, {**env, LAUNCHED_AT: repr(time.time())})
+        return WarmHandle(worker)
+
+    def close(self) -> None:
+        """End the idle workers (their pipe closes: they return) and wait for them; the controller calls this
+        when its loop ends, since multiprocessing joins every worker at exit."""
+        for worker in self.workers:
+            worker.conn.close()
+        for worker in self.workers:
+            worker.process.join(timeout=10)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+        self.workers = []

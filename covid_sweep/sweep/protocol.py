@@ -10,7 +10,12 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
+
+# wall-clock stamps (time.time()) the launcher puts in a trial process's environment: when the controller
+# asked for the process, and when the forked child began running; the trial turns them into its first phases
+LAUNCHED_AT = "COVID_SWEEP_LAUNCHED_AT"
+ENTERED_AT = "COVID_SWEEP_ENTERED_AT"
 
 
 @dataclass(frozen=True)
@@ -54,3 +59,13 @@ def trial_main(argv: list[str]) -> int:
     from covid_sweep.sweep.agent import main
 
     return main(argv)
+
+
+def startup_phases(environ: Mapping[str, str], now: float) -> dict[str, float]:
+    """process_start (launch request -> child running) and imports (child running -> `now`, the trial code's
+    start), from the launcher's stamps; empty where a stamp is missing (a process not started by the launcher)."""
+    try:
+        launched, entered = float(environ[LAUNCHED_AT]), float(environ[ENTERED_AT])
+    except (KeyError, ValueError):
+        return {}
+    return {"process_start": max(0.0, entered - launched), "imports": max(0.0, now - entered)}

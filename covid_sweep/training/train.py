@@ -19,9 +19,19 @@ from covid_sweep.core.config import TrialConfig
 from covid_sweep.core.errors import UserError
 from covid_sweep.core.goals import improves
 from covid_sweep.core.metrics import binary_metrics
-from covid_sweep.model.preprocessing import to_model_input
+from covid_sweep.core.phases import PhaseTimer
+from covid_sweep.model.preprocessing import normalize, to_model_input
 from covid_sweep.model.runtime import bf16_autocast, pick_device, predict_probs
 from covid_sweep.training import augment
+from covid_sweep.training.batches import CachedBatches
+from covid_sweep.training.device_augment import DeviceAugment
+
+# augment_on=auto, per device type (benchmarks/pipeline.py's "Augmentation alone" table and (c) vs "c other aug").
+# CPU: the reference albumentations path. On the 2-core box both paths ran at thousands of img/s at 64 px against a
+# training step of tens to ~150 img/s, so neither limits a CPU trial, and which was faster flipped between runs
+# (shared, bursty cores). CUDA: device; not measured here: the CPU path capped a trial near 400 img/s on an
+# H200 (issue 13) whatever the GPU does, and the device ops cost a GPU little next to a backbone's step.
+AUTO_AUGMENT_ON = {"cuda": "device", "cpu": "cpu"}
 
 
 class TrainingError(UserError, RuntimeError):
@@ -59,6 +69,34 @@ class AugmentedImages(Dataset):
         image = augment.apply(self.transform, self.images[i])
         # an op-free pipeline hands back the (read-only, memory-mapped) cache row itself
         return torch.from_numpy(np.require(image, requirements=["W", "C"])), int(self.labels[i])
+
+
+def augment_on(config: TrialConfig, device: torch.device) -> str:
+    """cpu or device: where this trial's random augmentation runs."""
+    if config.augment_on != "auto":
+        return config.augment_on
+    return AUTO_AUGMENT_ON.get(device.type, "cpu")
+
+
+class BatchInput:
+    """A training batch as the loader gives it -> the model's input on the device: (augmented and) normalised."""
+
+    def __init__(self, config: TrialConfig, device: torch.device):
+        self.device = device
+        self.augment = DeviceAugment(config) if augment_on(config, device) == "device" else None
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        batch = images.to(self.device, non_blocking=True)
+        if self.augment is None:
+            return to_model_input(batch)
+        return normalize(self.augment(batch))
+
+
+def batches(config: TrialConfig, images: np.ndarray, labels: np.ndarray, device: torch.device):
+    """The training batches: uint8 only (device augmentation) or albumentations per image (cpu)."""
+    if augment_on(config, device) == "device":
+        return CachedBatches(config, images, labels, pin_memory=device.type == "cuda")
+    return train_loader(config, images, labels, device)
 
 
 def train_loader(config: TrialConfig, images: np.ndarray, labels: np.ndarray, device: torch.device) -> DataLoader:
@@ -130,7 +168,8 @@ class FoldRun:
         self.model = model.to(device).to(memory_format=torch.channels_last)
         self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
                     if config.ema > 0 else None)
-        self.loader = train_loader(config, train_images, train_labels, device)
+        self.loader = batches(config, train_images, train_labels, device)
+        self.prepare = BatchInput(config, device)
         self.optimizer = _optimizer(config, self.model)
         self.scheduler = _scheduler(config, self.optimizer, len(self.loader))
         self.val_images = np.ascontiguousarray(val_images)
@@ -176,13 +215,43 @@ def fit_folds(
     on_epoch: EpochCallback | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     progress: bool = True,
+    timer: PhaseTimer | None = None,
 ) -> FitResult:
     """Train one model per split in lockstep, one epoch of each at a time.
 
     Each epoch's record holds the mean of the folds' validation metrics, so a K-fold trial still logs
     the sweep metric exactly once per epoch (hyperband counts epochs) and early-stops on the mean.
     Every fold keeps its weights from the epoch with the best mean: together they are the ensemble.
+    timer gets two phases: warmup (set-up and the first training step, where cudnn tunes and the
+    allocator grows) and fit (the rest).
     """
+    started_fit = time.perf_counter()
+    warm = FirstStep(started_fit)
+    try:
+        return _fit_folds(config, models, splits, on_epoch, should_stop, progress, warm)
+    finally:
+        if timer is not None:
+            total = time.perf_counter() - started_fit
+            warmup = warm.seconds if warm.seconds is not None else total
+            timer.add("warmup", warmup)
+            timer.add("fit", total - warmup)
+
+
+class FirstStep:
+    """Seconds from `started` to the end of the first optimizer step, the device's work included."""
+
+    def __init__(self, started: float):
+        self.started = started
+        self.seconds: float | None = None
+
+    def done(self, device: torch.device) -> None:
+        if self.seconds is None:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)  # once per trial: the step's kernels, not just their launch
+            self.seconds = time.perf_counter() - self.started
+
+
+def _fit_folds(config, models, splits, on_epoch, should_stop, progress, warm: FirstStep) -> FitResult:
     torch.manual_seed(config.seed)
     device = pick_device(config.device)
     folds = [FoldRun(config, model, split, device) for model, split in zip(models, splits)]
@@ -197,8 +266,8 @@ def fit_folds(
             started = time.perf_counter()
             records = []
             for fold in folds:
-                train_loss = _train_one_epoch(fold.model, fold.ema, fold.loader, fold.optimizer, fold.scheduler,
-                                              loss_fn, mixer, config, device, should_stop)
+                train_loss = _train_one_epoch(fold.model, fold.ema, fold.loader, fold.prepare, fold.optimizer,
+                                              fold.scheduler, loss_fn, mixer, config, device, should_stop, warm)
                 if not math.isfinite(train_loss):
                     raise TrainingError(f"training loss became {train_loss} at epoch {epoch}; try a lower lr (now {config.lr})")
                 metrics, fold.probs = _evaluate(fold.scored, fold.val_images, fold.val_labels, config, device)
@@ -236,7 +305,8 @@ def fit_folds(
                      val_probs=np.concatenate([f.best_probs for f in folds]), stopped=stopped)
 
 
-def _train_one_epoch(model, ema, loader, optimizer, scheduler, loss_fn, mixer, config, device, should_stop) -> float:
+def _train_one_epoch(model, ema, loader, prepare, optimizer, scheduler, loss_fn, mixer, config, device, should_stop,
+                     warm: FirstStep | None = None) -> float:
     model.train()
     # summed on the device: a float() per step would sync the GPU every batch
     total = torch.zeros((), device=device)
@@ -244,7 +314,7 @@ def _train_one_epoch(model, ema, loader, optimizer, scheduler, loss_fn, mixer, c
     for images, labels in loader:
         if should_stop():
             raise StopRequested()
-        x = to_model_input(images.to(device, non_blocking=True))
+        x = prepare(images)
         y = labels.to(device, non_blocking=True)
         if mixer is not None:
             x, y = mixer(x, y)
@@ -253,6 +323,8 @@ def _train_one_epoch(model, ema, loader, optimizer, scheduler, loss_fn, mixer, c
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if warm is not None:
+            warm.done(device)
         scheduler.step()
         if ema is not None:
             ema.update_parameters(model)

@@ -11,6 +11,7 @@ import numpy as np
 
 from covid_sweep.core.config import ConfigError, TrialConfig
 from covid_sweep.core.metrics import binary_metrics, choose_threshold
+from covid_sweep.core.phases import PhaseTimer
 from covid_sweep.core.states import TrialState
 from covid_sweep.data.groups import Groups, train_groups
 from covid_sweep.data.layout import cached_images, fingerprint, load_split
@@ -52,20 +53,27 @@ def run_trial(
     progress: bool = True,
     trial_name: str | None = None,
     artifact_name: str | None = None,
+    timer: PhaseTimer | None = None,
 ) -> TrialResult:
     """artifact_name: the W&B model artifact's name; one name per sweep keeps all its trials' models as
-    versions of one collection, where the alias `best` can move between them."""
+    versions of one collection, where the alias `best` can move between them. timer: collects the seconds
+    of each phase (data_fingerprint, cache_load, grouping, model_build, warmup, fit, artifact_write, wandb_log)."""
+    timer = timer or PhaseTimer()
     data_dir = data_dir_for(config)
     # the artifact records where its data came from, also when it came from the environment
     config = config.model_copy(update={"data_dir": data_dir})
-    train = load_split(data_dir, "train")
-    data_fingerprint = fingerprint(train)  # hashes every image: once per trial
-    images = cached_images(train, config.input_size, key=data_fingerprint)
-    labels = np.asarray(train.labels)
-    groups = train_groups(data_dir, train, config.grouping, key=data_fingerprint)
-    index_pairs = trial_splits(labels, groups, config.folds, config.val_fraction, config.seed)
-    splits = [(images[t], labels[t], images[v], labels[v]) for t, v in index_pairs]
-    models = [build_model(config.backbone, config.pretrained) for _ in splits]
+    with timer.phase("data_fingerprint"):
+        train = load_split(data_dir, "train")
+        data_fingerprint = fingerprint(train)  # content hash, remembered per data set (names, sizes, mtimes)
+    with timer.phase("cache_load"):
+        images = cached_images(train, config.input_size, key=data_fingerprint)
+        labels = np.asarray(train.labels)
+    with timer.phase("grouping"):
+        groups = train_groups(data_dir, train, config.grouping, key=data_fingerprint)
+        index_pairs = trial_splits(labels, groups, config.folds, config.val_fraction, config.seed)
+        splits = [(images[t], labels[t], images[v], labels[v]) for t, v in index_pairs]
+    with timer.phase("model_build"):
+        models = [build_model(config.backbone, config.pretrained) for _ in splits]
 
     def epoch_done(record: dict) -> None:
         if tracker:
@@ -73,7 +81,8 @@ def run_trial(
         if on_epoch:
             on_epoch(record)
 
-    result = fit_folds(config, models, splits, on_epoch=epoch_done, should_stop=should_stop, progress=progress)
+    result = fit_folds(config, models, splits, on_epoch=epoch_done, should_stop=should_stop, progress=progress,
+                       timer=timer)
     state = TrialState.STOPPED if result.stopped else TrialState.FINISHED
     if not result.history:
         return TrialResult(state=state, artifact=None, best={}, best_epoch=0, epochs_run=0, threshold=0.5,
@@ -87,14 +96,16 @@ def run_trial(
     metadata = {"trial": trial_name, "preprocessing": preprocessing_spec(config.input_size),
                 "data_fingerprint": data_fingerprint, "data_dir": str(data_dir),
                 "validation": validation_record(config, groups, index_pairs, train.ids)}
-    path = write_artifact(Path(artifact_dir), result.best_state, config, metrics, metadata)
+    with timer.phase("artifact_write"):
+        path = write_artifact(Path(artifact_dir), result.best_state, config, metrics, metadata)
     if tracker:
-        tracker.summarize(result.best, config.monitor, {"threshold": threshold, "epochs_run": len(result.history),
-                                                        "split": metadata["validation"]["split"]})
-        tracker.log_evaluation(result.val_labels, result.val_probs, threshold)
-        tracker.log_model(path, name=artifact_name or f"model-{trial_name or tracker.run.id}",
-                          metadata={"config": config.model_dump(mode="json"), "metrics": result.best,
-                                    "threshold": threshold, **metadata})
+        with timer.phase("wandb_log"):
+            tracker.summarize(result.best, config.monitor, {"threshold": threshold, "epochs_run": len(result.history),
+                                                            "split": metadata["validation"]["split"]})
+            tracker.log_evaluation(result.val_labels, result.val_probs, threshold)
+            tracker.log_model(path, name=artifact_name or f"model-{trial_name or tracker.run.id}",
+                              metadata={"config": config.model_dump(mode="json"), "metrics": result.best,
+                                        "threshold": threshold, **metadata})
     return TrialResult(state=state, artifact=path, best=result.best, best_epoch=result.best_epoch,
                        epochs_run=len(result.history), threshold=threshold, split=metadata["validation"]["split"])
 

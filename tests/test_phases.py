@@ -1,0 +1,59 @@
+"""Per-phase timing of a trial: a real embedded trial (forked by the controller's launcher, real agent, W&B
+offline) records where its time went in the store, and the data fingerprint is remembered per data set."""
+
+import time
+
+import cv2
+import numpy as np
+
+from covid_sweep.core.phases import PhaseTimer
+from covid_sweep.data import layout
+from covid_sweep.data.layout import fingerprint, load_split
+from covid_sweep.sweep.controller import Controller, new_sweep
+from covid_sweep.sweep.store import Store
+
+PHASES = ("process_start", "imports", "wandb_init", "data_fingerprint", "cache_load", "grouping", "model_build",
+          "warmup", "fit", "artifact_write", "wandb_log", "wandb_finish")
+
+
+def test_a_real_embedded_trial_records_every_phase_within_its_wall_time(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")  # the path a real sweep takes: init, log_model and finish do work
+    store = Store(tmp_path / "home" / "sweeps.db")
+    spec = {"method": "grid", "metric": {"name": "val_auc", "goal": "maximize"},
+            "parameters": {"backbone": {"value": "resnet18"}, "input_size": {"value": 32}, "epochs": {"value": 2},
+                           "batch_size": {"value": 8}, "patience": {"value": 2}, "val_fraction": {"value": 0.25},
+                           "hflip": {"value": True}}}
+    sweep = new_sweep(store, spec, "phases.yaml", str(tiny_data), seed=0)
+    controller = Controller(store, sweep, tmp_path / "home", count=1, poll_s=0.02, log=lambda *_: None)
+    started = time.perf_counter()
+    controller.run()
+    wall = time.perf_counter() - started
+    (trial,) = store.trials(sweep.id)
+    assert trial.state == "finished", trial.error
+    assert set(trial.phases) == set(PHASES)
+    assert all(v >= 0 for v in trial.phases.values())
+    assert trial.phases["fit"] > 0 and trial.phases["warmup"] > 0
+    assert sum(trial.phases.values()) <= wall
+    # the in-process phases fall within the store's started -> ended, W&B's finish after it
+    inside = sum(v for k, v in trial.phases.items() if k not in ("process_start", "imports", "wandb_finish"))
+    assert inside <= trial.ended - trial.started
+
+
+def test_phase_timer_adds_up_repeated_phases():
+    timer = PhaseTimer()
+    with timer.phase("fit"):
+        time.sleep(0.01)
+    timer.add("fit", 0.5)
+    timer.add("warmup", -1.0)  # a clock step backwards is not negative time
+    assert 0.51 <= timer.phases["fit"] < 1.0 and timer.phases["warmup"] == 0.0
+
+
+def test_fingerprint_is_remembered_until_a_file_changes(tiny_data, monkeypatch):
+    split = load_split(tiny_data, "train")
+    first = fingerprint(split)
+    hashed = []
+    original = layout.content_fingerprint
+    monkeypatch.setattr(layout, "content_fingerprint", lambda s: hashed.append(1) or original(s))
+    assert fingerprint(load_split(tiny_data, "train")) == first and not hashed  # remembered: no image read
+    cv2.imwrite(str(tiny_data / "train" / "1.png"), np.full((50, 50), 7, np.uint8))
+    assert fingerprint(load_split(tiny_data, "train")) != first and hashed == [1]
