@@ -1,6 +1,8 @@
 """Per-phase timing of a trial: a real embedded trial (forked by the controller's launcher, real agent, W&B
 offline) records where its time went in the store, and the data fingerprint is remembered per data set."""
 
+import json
+import os
 import time
 
 import cv2
@@ -57,3 +59,17 @@ def test_fingerprint_is_remembered_until_a_file_changes(tiny_data, monkeypatch):
     assert fingerprint(load_split(tiny_data, "train")) == first and not hashed  # remembered: no image read
     cv2.imwrite(str(tiny_data / "train" / "1.png"), np.full((50, 50), 7, np.uint8))
     assert fingerprint(load_split(tiny_data, "train")) != first and hashed == [1]
+
+
+def test_the_fork_server_preloads_the_training_stack_for_every_trial(tmp_path):
+    # sweep.agent imports the training code lazily (a bad `wandb agent` value fails before torch loads), so the
+    # launcher must name it: otherwise each trial pays the torch/torchvision/albumentations imports itself
+    import fake_trial
+
+    from covid_sweep.sweep.launcher import ForkLauncher
+
+    out = tmp_path / "preloaded.json"
+    handle = ForkLauncher(fake_trial.report_preloaded).start([str(out)], tmp_path / "trial.log", dict(os.environ))
+    assert handle.wait(timeout=120) == 0, (tmp_path / "trial.log").read_text()
+    assert json.loads(out.read_text()) == {"torch": True, "torchvision": True, "albumentations": True,
+                                           "covid_sweep.training.trial": True}

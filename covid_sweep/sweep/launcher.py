@@ -22,7 +22,9 @@ from covid_sweep.sweep.protocol import ENTERED_AT, LAUNCHED_AT, trial_main
 
 Entry = Callable[[list[str]], int]
 GUARD = "covid_sweep.sweep.forkserver_guard"
-AGENT_PRELOAD = ("covid_sweep.sweep.agent", "covid_sweep.sweep.child", "wandb")
+# training.trial named on its own: sweep.agent imports it only when a trial starts (a bad `wandb agent`
+# suggestion fails before torch loads), so preloading the agent alone would leave torch to every trial
+AGENT_PRELOAD = ("covid_sweep.sweep.agent", "covid_sweep.sweep.child", "covid_sweep.training.trial", "wandb")
 
 
 def _run_entry(entry: Entry, argv: list[str], log: str, env: dict[str, str]) -> None:
