@@ -99,8 +99,12 @@ def time_bars(record: SweepRecord):
     derived = {t.id: _derived_split(t) for t in trials if not t.phases}
     fig = go.Figure()
     ids = [t.id for t in trials]
-    for phase in names:
-        fig.add_trace(go.Bar(name=phase, y=ids, x=[t.phases.get(phase, 0) for t in trials], orientation="h"))
+    # a trial records up to 12 phases; plotly's default 10 colours would give two phases one colour
+    from plotly.colors import qualitative
+
+    for phase, colour in zip(names, qualitative.Dark24 * 2):
+        fig.add_trace(go.Bar(name=phase, y=ids, x=[t.phases.get(phase, 0) for t in trials], orientation="h",
+                             marker_color=colour))
     if any(derived.values()):
         for i, label in enumerate(("epochs (history's epoch_time, phases not recorded)", "rest of wall time")):
             fig.add_trace(go.Bar(name=label, y=ids, x=[(derived.get(t.id) or (0, 0))[i] for t in trials],
