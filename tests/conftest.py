@@ -147,6 +147,16 @@ def pg_cluster():
         cluster.stop()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    """A sweep store on each backend: an SQLite file apart from any HOME, or an empty PostgreSQL database."""
+    from covid_sweep.sweep.store import Store
+
+    if request.param == "sqlite":
+        return Store(tmp_path / "store" / "sweeps.db")
+    return Store(request.getfixturevalue("pg_url"))
+
+
 @pytest.fixture
 def pg_url(pg_cluster, request) -> str:
     """The URL of an empty database of its own for this test."""

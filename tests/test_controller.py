@@ -26,13 +26,6 @@ FAKE_LAUNCHER = ForkLauncher(fake_trial.main, preload=("covid_sweep.sweep.child"
 METRIC = {"name": "val_auc", "goal": "maximize"}
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        return Store(tmp_path / "home" / "sweeps.db")
-    return Store(request.getfixturevalue("pg_url"))
-
-
 def run_controller(store, sweep, tmp_path, **kwargs):
     controller = Controller(store, sweep, tmp_path / "home", launcher=FAKE_LAUNCHER, poll_s=0.05,
                             log=lambda *_: None, **kwargs)

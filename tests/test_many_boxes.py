@@ -31,13 +31,6 @@ REPO = HERE.parent
 METRIC = {"name": "val_auc", "goal": "maximize"}
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        return Store(tmp_path / "shared" / "sweeps.db")
-    return Store(request.getfixturevalue("pg_url"))
-
-
 def start_box(store: Store, sweep_id: str, tmp_path: Path, box: str, agents: int, stale_s: float = 60.0):
     """A controller process standing for one box: its own HOME and machine id, the shared store."""
     env = {**os.environ, "COVID_SWEEP_MACHINE": box}
