@@ -155,6 +155,10 @@ def test_store_urls_are_parsed_and_their_password_never_shown():
     assert str(location) == "postgresql://sweeper@db.lan:5433/sweeps?sslmode=require"
     assert "s3cr" not in repr(location) and location.secret_env == {"PGPASSWORD": "s3cr@t"}
     assert mask_password("postgresql://sweeper:pw@db.lan/sweeps") == "postgresql://sweeper:***@db.lan/sweeps"
+    # libpq also takes the password as a query parameter
+    in_query = parse_location("postgresql://sweeper@db.lan/sweeps?password=s3cr%40t&sslmode=require")
+    assert in_query.password == "s3cr@t" and str(in_query) == "postgresql://sweeper@db.lan/sweeps?sslmode=require"
+    assert mask_password("postgresql://u@h/db?password=pw&sslmode=require") == "postgresql://u@h/db?sslmode=require&password=***"
     assert parse_location("sqlite:///tmp/x/sweeps.db").address == Path("/tmp/x/sweeps.db")
     assert parse_location("runs/sweeps.db").kind == "sqlite"
     with pytest.raises(StoreLocationError, match=r"mysql://u:\*\*\*@h/db: unsupported scheme 'mysql'"):

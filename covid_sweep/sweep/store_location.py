@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from covid_sweep.core import paths
 from covid_sweep.core.errors import UserError
@@ -43,13 +43,23 @@ class StoreLocation:
 
 
 def mask_password(url: str) -> str:
-    """`url` with any password replaced by ***, for messages."""
+    """`url` with any password (user:password@, or libpq's ?password=) replaced by ***, for messages."""
     parts = urlsplit(url)
+    query, hidden = _without_password(parts.query)
+    if hidden is not None:
+        parts = parts._replace(query="&".join(filter(None, (query, "password=***"))))
     if parts.password is None:
-        return url
+        return urlunsplit(parts)
     netloc = parts.netloc.rsplit("@", 1)
     userinfo = netloc[0].split(":", 1)[0]
     return urlunsplit(parts._replace(netloc=f"{userinfo}:***@{netloc[1]}"))
+
+
+def _without_password(query: str) -> tuple[str, str | None]:
+    """The query string without libpq's `password` parameter, and that password (None when absent)."""
+    pairs = parse_qsl(query, keep_blank_values=True)
+    password = next((v for k, v in pairs if k == "password"), None)
+    return urlencode([(k, v) for k, v in pairs if k != "password"]), password
 
 
 def parse_location(value: str | Path) -> StoreLocation:
@@ -67,11 +77,12 @@ def parse_location(value: str | Path) -> StoreLocation:
                                  "(use postgresql://user@host:port/db, or a path to an SQLite file)")
     if not parts.path.strip("/"):
         raise StoreLocationError(f"--store {mask_password(value)}: no database name (postgresql://user@host:port/db)")
-    password = unquote(parts.password) if parts.password is not None else None
+    query, query_password = _without_password(parts.query)
+    password = unquote(parts.password) if parts.password is not None else query_password
     netloc = parts.netloc.rsplit("@", 1)
     if len(netloc) == 2:
         netloc = [netloc[0].split(":", 1)[0] + "@" + netloc[1]]
-    address = urlunsplit(("postgresql", netloc[0], parts.path, parts.query, ""))
+    address = urlunsplit(("postgresql", netloc[0], parts.path, query, ""))
     return StoreLocation("postgresql", address, password)
 
 
