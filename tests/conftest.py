@@ -14,6 +14,19 @@ import pytest
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "covid-ct"
 
 
+def scripted_probs(path, images):
+    """Probabilities of an exported TorchScript file for uint8 NHWC images, as a user would load it."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice, not ours
+        scripted = torch.jit.load(str(path))
+    with torch.no_grad():
+        return scripted(torch.from_numpy(images)).numpy()
+
+
 def wait_for(condition, timeout: float = 30.0) -> bool:
     """Poll condition every 50 ms until it holds (True) or timeout seconds pass (False)."""
     deadline = time.time() + timeout

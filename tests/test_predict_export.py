@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import scripted_probs
 
 from covid_sweep.cli import main
 from covid_sweep.core.config import build_config
@@ -241,11 +242,7 @@ def test_a_k_fold_ensemble_exports_to_one_torchscript_model(tmp_path):
     artifact = load_artifact(path)
     target = export_mod.export_torchscript(artifact, tmp_path / "model.pt")  # checks eager == traced itself
     images = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        scripted = torch.jit.load(str(target))
-    with torch.no_grad():
-        got = scripted(torch.from_numpy(images)).numpy()
+    got = scripted_probs(target, images)
     mean = np.mean([predict_probs(m.eval(), images, 5, CPU) for m in load_artifact(path).model.members], axis=0)
     assert np.allclose(got, mean, atol=1e-5)
 

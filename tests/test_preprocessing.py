@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 import torch
+from conftest import scripted_probs
 
 from covid_sweep.core.config import build_config
 from covid_sweep.data.layout import decode_resized, labels_for, load_split
@@ -50,11 +49,7 @@ def test_torchscript_and_loading_code_use_the_recorded_preprocessing(tmp_path):
     artifact = _artifact(tmp_path, SPEC)
     target = export_torchscript(artifact, tmp_path / "model.pt")
     images = np.random.default_rng(0).integers(0, 256, (3, 40, 40, 3), dtype=np.uint8)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        scripted = torch.jit.load(str(target))
-    with torch.no_grad():
-        got = scripted(torch.from_numpy(images)).numpy()
+    got = scripted_probs(target, images)
     assert np.allclose(got, predict_probs(artifact.model, images, 3, CPU, SPEC["mean"], SPEC["std"]), atol=1e-5)
     assert "SIZE, THRESHOLD = 40," in loading_code(artifact)
 
