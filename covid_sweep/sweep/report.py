@@ -6,6 +6,7 @@ parameters whose values differ among the trials get a column: the rest are one l
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections import Counter
@@ -142,7 +143,7 @@ def _compact(sweep, title, rows, shown) -> list[Table]:
 
 def natural_width(renderable) -> int:
     """The width a renderable would take with no terminal limit."""
-    unlimited = Console(width=100_000, file=_NullFile())
+    unlimited = Console(width=100_000, file=io.StringIO())  # it only measures: nothing is printed
     return Measurement.get(unlimited, unlimited.options, renderable).maximum
 
 
@@ -164,16 +165,6 @@ def status_view(store: Store, sweep: Sweep, width: int, all_params: bool = False
         values = ", ".join(f"{n}={fmt_value(trials[0].params.get(n, '-'))}" for n in same)
         parts.append(Text(f"same in every trial (--all-params shows them too): {values}"))
     return Group(*parts)
-
-
-class _NullFile:
-    """Where the measuring console writes: nowhere (it only measures)."""
-
-    def write(self, _text: str) -> int:
-        return 0
-
-    def flush(self) -> None:
-        pass
 
 
 def status_table(store: Store, sweep: Sweep, width: int = 200, all_params: bool = False) -> Table:
