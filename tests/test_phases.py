@@ -50,6 +50,19 @@ def test_phase_timer_adds_up_repeated_phases():
     assert 0.51 <= timer.phases["fit"] < 1.0 and timer.phases["warmup"] == 0.0
 
 
+def test_a_phase_timed_inside_another_counts_once_in_the_inner_one(monkeypatch):
+    clock = iter([0.0, 1.0, 3.0, 10.0])  # fit starts, wandb_init starts, wandb_init ends, fit ends
+    monkeypatch.setattr("covid_sweep.core.phases.time.perf_counter", lambda: next(clock))
+    timer = PhaseTimer()
+    with timer.phase("fit"):
+        with timer.phase("wandb_init"):
+            pass
+    assert timer.phases == {"fit": 8.0, "wandb_init": 2.0}  # they add up to the 10 s that passed
+    timer.move("fit", "warmup", 1.5)
+    timer.move("fit", "artifact_write", 100.0)  # never more than the phase holds
+    assert timer.phases == {"fit": 0.0, "wandb_init": 2.0, "warmup": 1.5, "artifact_write": 6.5}
+
+
 def test_fingerprint_is_remembered_until_a_file_changes(tiny_data, monkeypatch):
     split = load_split(tiny_data, "train")
     first = fingerprint(split)

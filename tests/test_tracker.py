@@ -8,12 +8,14 @@ ValueError(<the server's error message>) when logging it failed (wandb/sdk/artif
 from __future__ import annotations
 
 import re
+import threading
 
 import pytest
 
+from covid_sweep.core.phases import PhaseTimer
 from covid_sweep.core.states import TrialState
 from covid_sweep.sweep.agent import run_wandb_agent
-from covid_sweep.tracking.tracker import ArtifactUploadError, Tracker
+from covid_sweep.tracking.tracker import ArtifactUploadError, StartingTracker, Tracker
 
 
 class FakeConfig(dict):
@@ -107,3 +109,37 @@ def test_a_failed_upload_fails_the_trial_in_its_state_and_exit_status(tiny_data,
     err = capsys.readouterr().err
     assert "error: trial run0001 failed: model artifact model-sw1 was not uploaded to W&B (ValueError: " in err
     assert (tmp_path / "home" / "artifacts" / "sw1" / "run0001" / "model.safetensors").exists()  # kept locally
+
+
+def test_wandb_init_runs_beside_the_trial_which_waits_only_at_its_first_use_of_the_run():
+    trial_went_on = threading.Event()
+    run = FakeRun()
+
+    def start():
+        # init can only end once the trial has gone on without it: a synchronous start would fail here
+        assert trial_went_on.wait(timeout=30), "the trial waited for W&B's init before doing its own work"
+        return Tracker(run, "offline")
+
+    timer = PhaseTimer()
+    tracker = StartingTracker(start, timer)
+    threading.Timer(0.2, trial_went_on.set).start()  # the trial's data loading and first epoch
+    with timer.phase("fit"):
+        tracker.log_epoch({"epoch": 1, "val_auc": 0.5})  # where the trial first needs the run
+    assert timer.phases["wandb_init"] >= 0.15  # the wait is W&B's phase, not fit's (PhaseTimer nesting)
+    assert tracker.run_id == "run0001"
+    tracker.finish(0)
+    assert run.exit_code == 0 and timer.phases["wandb_init"] < 1.0  # a finished init is not waited for again
+
+
+def no_wandb_service() -> Tracker:
+    raise RuntimeError("W&B: no service")
+
+
+def test_a_failed_wandb_init_is_the_trial_s_error_once():
+    tracker = StartingTracker(no_wandb_service)
+    with pytest.raises(RuntimeError, match="no service"):
+        tracker.log_epoch({"epoch": 1})
+    tracker.finish(1)  # the trial's failure path: nothing to finish, no second error
+    unused = StartingTracker(no_wandb_service)
+    with pytest.raises(RuntimeError, match="no service"):
+        unused.finish(0)  # a trial that never logged still learns that its W&B run does not exist

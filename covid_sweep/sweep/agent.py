@@ -27,7 +27,14 @@ from covid_sweep.core.phases import PhaseTimer
 from covid_sweep.core.states import TrialState
 from covid_sweep.core.stop_request import SIGTERM_STOP
 from covid_sweep.sweep import protocol
-from covid_sweep.tracking.tracker import ArtifactUploadError, Tracker, agent_sweep_id, agent_sweep_params, embedded_trial_mode
+from covid_sweep.tracking.tracker import (
+    ArtifactUploadError,
+    StartingTracker,
+    Tracker,
+    agent_sweep_id,
+    agent_sweep_params,
+    embedded_trial_mode,
+)
 
 
 def run_trial(*args, **kwargs):
@@ -63,10 +70,10 @@ def _run_embedded(store, trial_id: int, home: Path, artifacts: Path | None, time
         if sweep.data_dir and "data_dir" not in params:
             params["data_dir"] = sweep.data_dir
         config = build_config(params, source=f"trial {trial.name}")
-        with timer.phase("wandb_init"):
-            tracker = Tracker.start(mode=embedded_trial_mode(), directory=home,
-                                    config=config.model_dump(mode="json"), project=sweep.name, group=sweep.id,
-                                    name=trial.name, tags=["embedded"])
+        tracker = StartingTracker(lambda: Tracker.start(
+            mode=embedded_trial_mode(), directory=home, config=config.model_dump(mode="json"), project=sweep.name,
+            group=sweep.id, name=trial.name, tags=["embedded"]), timer)
+        timer.add("wandb_init", 0.0)  # recorded also when the trial never had to wait for it
         artifact_dir = paths.trial_artifact_dir(home, sweep.id, trial.name, artifacts)
         result = run_trial(config, artifact_dir, tracker,
                            on_epoch=process.on_epoch, should_stop=process.should_stop, progress=False,
@@ -86,10 +93,10 @@ def _run_embedded(store, trial_id: int, home: Path, artifacts: Path | None, time
         return 2 if isinstance(err, UserError) else 1
 
 
-def _finish_timed(tracker: Tracker, exit_code: int, timer: PhaseTimer, store, trial_id: int) -> None:
+def _finish_timed(tracker: StartingTracker, exit_code: int, timer: PhaseTimer, store, trial_id: int) -> None:
     with timer.phase("wandb_finish"):
-        tracker.finish(exit_code)
-    store.add_phases(trial_id, {"wandb_finish": timer.phases["wandb_finish"]})
+        tracker.finish(exit_code)  # where a trial that never logged an epoch waits for W&B's init
+    store.add_phases(trial_id, {name: timer.phases[name] for name in ("wandb_init", "wandb_finish")})
 
 
 def run_wandb_agent(argv: list[str], home: Path, stop: Callable[[], bool] = SIGTERM_STOP) -> int:

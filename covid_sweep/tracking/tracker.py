@@ -6,14 +6,16 @@ import math
 import netrc
 import os
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Callable, Literal, Mapping
 from urllib.parse import urlparse
 
 import numpy as np
 import yaml
 
 from covid_sweep.core.config import ConfigError
+from covid_sweep.core.phases import PhaseTimer
 from covid_sweep.tracking.wandb_api import TRIAL_STATE_KEY
 
 Mode = Literal["online", "offline", "disabled"]
@@ -202,3 +204,53 @@ class Tracker:
         self.run.finish(exit_code=exit_code)
         # WANDB_* settings are read once per process: a clean teardown lets the next in-process trial start fresh
         _wandb().teardown()
+
+
+class StartingTracker:
+    """A Tracker whose wandb.init runs in a thread, beside the trial's data loading, model build and first
+    epoch: init (~0.7 s on a 2-core CPU, mostly starting the wandb-core service) is then off the trial's
+    critical path. The trial waits for it where it first needs the run (the first epoch's log): that wait is
+    the timer's phase wandb_init. A failed init is raised there, as the trial's error."""
+
+    def __init__(self, start: Callable[[], Tracker], timer: PhaseTimer | None = None):
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wandb-init")
+        self._future: Future[Tracker] = pool.submit(start)
+        pool.shutdown(wait=False)  # the pool ends with its one job
+        self._timer = timer or PhaseTimer()
+        self._failed = False
+
+    def ready(self) -> Tracker:
+        if not self._future.done():
+            with self._timer.phase("wandb_init"):
+                self._future.exception()  # waits; the error, if any, is raised just below
+        try:
+            return self._future.result()
+        except Exception:
+            self._failed = True
+            raise
+
+    @property
+    def run(self):
+        return self.ready().run
+
+    @property
+    def run_id(self) -> str:
+        return self.ready().run_id
+
+    def log_epoch(self, record: dict) -> None:
+        self.ready().log_epoch(record)
+
+    def summarize(self, best: dict, monitor: str, extra: dict | None = None) -> None:
+        self.ready().summarize(best, monitor, extra)
+
+    def log_evaluation(self, y_true: np.ndarray, probs: np.ndarray, threshold: float) -> None:
+        self.ready().log_evaluation(y_true, probs, threshold)
+
+    def log_model(self, artifact_dir: Path, name: str, metadata: dict, aliases: list[str] | None = None) -> None:
+        self.ready().log_model(artifact_dir, name, metadata, aliases)
+
+    def finish(self, exit_code: int = 0) -> None:
+        """Finishes the run once init is done. A failed init has no run to finish: its error was raised
+        to the trial (here, when nothing used the run before)."""
+        if not self._failed:
+            self.ready().finish(exit_code)

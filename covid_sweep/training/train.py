@@ -225,16 +225,14 @@ def fit_folds(
     timer gets two phases: warmup (set-up and the first training step, where cudnn tunes and the
     allocator grows) and fit (the rest).
     """
-    started_fit = time.perf_counter()
-    warm = FirstStep(started_fit)
+    timer = timer or PhaseTimer()
+    warm = FirstStep(time.perf_counter())
     try:
-        return _fit_folds(config, models, splits, on_epoch, should_stop, progress, warm)
+        with timer.phase("fit"):
+            return _fit_folds(config, models, splits, on_epoch, should_stop, progress, warm)
     finally:
-        if timer is not None:
-            total = time.perf_counter() - started_fit
-            warmup = warm.seconds if warm.seconds is not None else total
-            timer.add("warmup", warmup)
-            timer.add("fit", total - warmup)
+        # no first step (stopped, or failed before it): all of it was set-up
+        timer.move("fit", "warmup", warm.seconds if warm.seconds is not None else math.inf)
 
 
 class FirstStep:
