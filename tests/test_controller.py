@@ -4,6 +4,7 @@ Every test that takes the `store` fixture runs against both backends: an SQLite 
 database on a throwaway PostgreSQL cluster (conftest.pg_cluster).
 """
 
+import os
 import signal
 import socket
 import subprocess
@@ -37,6 +38,14 @@ def by_state(store, sweep_id):
     for trial in store.trials(sweep_id):
         states.setdefault(trial.state, []).append(trial)
     return states
+
+
+def test_the_store_s_clock_is_the_one_trials_are_timed_by(store):
+    sweep = new_sweep(store, {"method": "grid", "parameters": {"x": {"value": 1}}}, "t.yaml", None, seed=0)
+    trial = store.add_trial(sweep.id, "t-1", {"x": 1}, "test:1")
+    before = store.now()
+    store.mark_running(trial.id, os.getpid())
+    assert before <= store.trial(trial.id).started <= store.now()
 
 
 def test_bayes_sweep_runs_to_run_cap_and_keeps_every_epoch(store, tmp_path):

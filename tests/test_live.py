@@ -17,6 +17,7 @@ from rich.console import Console
 from covid_sweep.sweep.controller import Controller, new_sweep
 from covid_sweep.sweep.launcher import ForkLauncher
 from covid_sweep.sweep.live import LiveView, Running, estimate_left, live_state, render, target
+from covid_sweep.sweep.report import status_json
 from covid_sweep.sweep.store import Store, Trial
 
 FAKE_LAUNCHER = ForkLauncher(fake_trial.main, preload=("covid_sweep.sweep.child",))
@@ -82,6 +83,19 @@ def test_the_view_shows_done_cap_each_running_trial_and_the_best(tmp_path):
     assert "epoch 1/4" in row4 and "val_auc=0.65" in row4
     assert not any(f"{sweep.id}-005" in line for line in lines)  # pending: not running yet
     assert len(lines) == 3
+
+
+def test_running_trials_are_timed_by_the_store_s_clock_not_this_box_s(tmp_path, monkeypatch):
+    # on a shared PostgreSQL store a trial's `started` is the database's time; this box's clock may be off
+    store, sweep = _mid_sweep(tmp_path)
+    skewed = time.time() + 3600.0
+    monkeypatch.setattr("covid_sweep.sweep.live.time.time", lambda: skewed)
+    monkeypatch.setattr("covid_sweep.sweep.report.time.time", lambda: skewed)
+    state = live_state(store, sweep, target(sweep, 0, None), agents=2, started=skewed)
+    assert [run.name for run in state.running] == [f"{sweep.id}-003", f"{sweep.id}-004"]
+    assert all(0 <= run.seconds < 600 for run in state.running)  # not the hour the local clock is ahead
+    running = [t for t in status_json(store, sweep)["trials"] if t["state"] == "running"]
+    assert len(running) == 2 and all(0 <= t["seconds"] < 600 for t in running)
 
 
 def _screen(raw: str, width: int) -> list[str]:

@@ -78,8 +78,11 @@ def estimate_left(ended: list[Trial], running: list[Running], remaining: int, ag
 
 
 def live_state(store: Store, sweep: Sweep, target_trials: int | None, agents: int, started: float,
-               now: float | None = None) -> LiveState:
+               now: float | None = None, store_now: float | None = None) -> LiveState:
+    """started, now: this box's clock (the view's elapsed time); store_now: the store's clock, which a running
+    trial's `started` is measured by (on a shared PostgreSQL store this box's clock may be off)."""
     now = now or time.time()
+    store_now = store_now or store.now()
     trials = store.trials(sweep.id)
     ended = [t for t in trials if t.state in DONE]
     running = []
@@ -89,7 +92,7 @@ def live_state(store: Store, sweep: Sweep, target_trials: int | None, agents: in
         last = (store.history(t.id) or [{}])[-1]
         value = last.get(sweep.metric) if sweep.metric else None
         running.append(Running(t.name, t.epochs, trial_budget(t), value if isinstance(value, (int, float)) else None,
-                               duration(t, now) or 0.0))
+                               duration(t, store_now) or 0.0))
     scored = [t for t in trials if t.best is not None]
     best = min(scored, key=lambda t: rank_key(t.best, sweep.goal)) if scored else None
     remaining = (target_trials - len(ended)) if target_trials is not None else None

@@ -150,7 +150,7 @@ def natural_width(renderable) -> int:
 def status_view(store: Store, sweep: Sweep, width: int, all_params: bool = False, now: float | None = None) -> Group:
     """The table (one column per parameter when that fits `width`, else compact) and a line naming the
     parameters every trial shares."""
-    now = now or time.time()
+    now = now or store.now()  # the clock trials' started is measured by, not this box's
     trials = store.trials(sweep.id)
     names = param_names(sweep, trials)
     varying = varying_params(names, trials)
@@ -174,7 +174,7 @@ def status_table(store: Store, sweep: Sweep, width: int = 200, all_params: bool 
 
 def status_json(store: Store, sweep: Sweep, now: float | None = None) -> dict:
     """What `status --json` prints: stable keys, every parameter, full ids; values as the store holds them."""
-    now = now or time.time()
+    now = now or store.now()  # the clock trials' started is measured by, not this box's
     trials = store.trials(sweep.id)
     by_id = {t.id: t.name for t in trials}
     promoted = store.alias(sweep.id, "best")

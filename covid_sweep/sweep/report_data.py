@@ -52,8 +52,9 @@ def from_store(store: Store, sweep_id: str) -> SweepRecord:
     sweep = store.sweep(sweep_id)
     trials = store.trials(sweep.id)
     promoted = store.alias(sweep.id, "best")
+    now = store.now()  # a running trial's time so far, by the clock its start was measured by
     records = [TrialRecord(id=t.name, state=str(t.state), best=t.best, best_epoch=t.best_epoch, epochs=t.epochs,
-                           params=t.params, seconds=duration(t), phases=t.phases, history=store.history(t.id),
+                           params=t.params, seconds=duration(t, now), phases=t.phases, history=store.history(t.id),
                            artifact=t.artifact, promoted=t.id == promoted)
                for t in ranked(trials, sweep.goal)]
     return SweepRecord(id=sweep.id, name=sweep.name or sweep.id, method=sweep.config.get("method", "?"),

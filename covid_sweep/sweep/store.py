@@ -256,6 +256,10 @@ class Store:
         row = self._execute("SELECT heartbeat FROM controllers WHERE owner=?", (owner,)).fetchone()
         return row["heartbeat"] if row else None
 
+    def now(self) -> float:
+        """The database's clock (epoch seconds): what trials' started and ended are measured by, on every box."""
+        return float(self._execute(f"SELECT {self.backend.now} AS now").fetchone()["now"])
+
     def controller_seen(self, owner: str) -> ControllerSeen | None:
         """How long ago `owner` last beat, by the database's clock, and on which machine; None if never."""
         row = self._execute(f"SELECT {self.backend.now} - heartbeat AS age, machine FROM controllers WHERE owner=?",
