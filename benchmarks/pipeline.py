@@ -150,6 +150,19 @@ def patched_env(values: dict[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
+@contextlib.contextmanager
+def cudnn_benchmark(enabled: bool) -> Iterator[None]:
+    """torch.backends.cudnn.benchmark set for a block: the seed never set it (off, torch's default), fit sets it."""
+    import torch
+
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
+
+
 def _positive(x: float | None) -> float | None:
     return x if x is not None and x > 0 and math.isfinite(x) else None
 
@@ -167,7 +180,7 @@ def measure_limit(backbone: str, size: int, batch: int, device, warmup: int, ste
     from torch import nn
 
     from covid_sweep.model.networks import build_model
-    from covid_sweep.model.runtime import bf16_autocast
+    from covid_sweep.model.runtime import bf16_autocast, tune_convolutions
 
     torch.manual_seed(0)
     model = build_model(backbone).to(device).to(memory_format=torch.channels_last)
@@ -195,6 +208,11 @@ def measure_limit(backbone: str, size: int, batch: int, device, warmup: int, ste
         return time.perf_counter() - started
 
     model.train()
+    untuned_s = None
+    if device.type == "cuda":  # what cudnn's tuning (fit's tune_convolutions) buys, on this GPU
+        with cudnn_benchmark(False):
+            untuned_s = timed(train_step)
+    tune_convolutions(device)  # as fit
     train_s = timed(train_step)
 
     model.eval()
@@ -207,6 +225,7 @@ def measure_limit(backbone: str, size: int, batch: int, device, warmup: int, ste
     model = optimizer = x = y = None
     free_device_memory(device)
     return {"limit_img_s": batch * steps / train_s, "limit_eval_img_s": batch * steps / eval_s,
+            "limit_untuned_img_s": batch * steps / untuned_s if untuned_s else None,
             "limit_steps": steps, "limit_warmup_steps": warmup}
 
 
@@ -290,12 +309,13 @@ def measure_seed_style(backbone: str, config, paths, labels, device, epochs: int
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     loader = seed_loader(paths, labels, seed_transform(config, train=True), config.batch_size, workers, shuffle=True)
     times, images = [], []
-    for _ in range(epochs):
-        started = time.perf_counter()
-        _, n = seed_train_epoch(model, loader, optimizer, nn.CrossEntropyLoss(), device)
-        sync(device)
-        times.append(time.perf_counter() - started)
-        images.append(n)
+    with cudnn_benchmark(False):
+        for _ in range(epochs):
+            started = time.perf_counter()
+            _, n = seed_train_epoch(model, loader, optimizer, nn.CrossEntropyLoss(), device)
+            sync(device)
+            times.append(time.perf_counter() - started)
+            images.append(n)
     del model, optimizer, loader
     free_device_memory(device)
     return {"img_s": sum(images) / sum(times), "epoch_s": times,
@@ -626,7 +646,8 @@ def measure_sweeps(args, data: Path, work: Path, cache: Path, device) -> list[di
                      "mean_trial_process_s": sum(process_s) / len(process_s) if process_s else None,
                      "median_outside_fit_s": _median([outside_fit_s(t.phases) for t, _ in trials]),
                      "phases": [t.phases for t, _ in trials], "params": [t.params for t, _ in trials]})
-    seed = seed_style_agent(first_params or [], data, device, work, args.seed_wandb)
+    with cudnn_benchmark(False):  # the seed's way; this process's fit runs have set it
+        seed = seed_style_agent(first_params or [], data, device, work, args.seed_wandb)
     n = len(first_params or [])
     seed_row = {"runner": "seed-style loop", "agents": 1, "trials": n, "finished": n, "wall_s": seed["wall_s"],
                 "trials_per_hour": n / seed["wall_s"] * 3600 if seed["wall_s"] else None,
@@ -682,7 +703,8 @@ def render_data(result: dict) -> str:
 
 def render_throughput(result: dict) -> str:
     w = result["settings"]["workers"]
-    headers = ["backbone", "size", "batch", "(a) limit", "eval-limit", "(b) seed", "b/a"]
+    untuned = any(r.get("limit_untuned_img_s") for r in result["throughput"])
+    headers = ["backbone", "size", "batch", "(a) limit"] + (["a untuned"] if untuned else []) + ["eval-limit", "(b) seed", "b/a"]
     if w:
         headers += [f"seed w{w}", f"w{w}/a"]
     headers += ["(c) covid", "aug on", "c/a", "c/b", "c steady", "c eval", "c other aug", "cache s"]
@@ -692,8 +714,9 @@ def render_throughput(result: dict) -> str:
             rows.append([r["backbone"], str(r["size"]), str(r["batch"]), "error: " + r["error"][:60]]
                         + [""] * (len(headers) - 4))
             continue
-        cells = [r["backbone"], str(r["size"]), str(r["batch"]), _fmt(r["limit_img_s"]), _fmt(r["limit_eval_img_s"]),
-                 _fmt(r["seed_img_s"]), _fmt(r["seed_ratio"], 2)]
+        cells = [r["backbone"], str(r["size"]), str(r["batch"]), _fmt(r["limit_img_s"])]
+        cells += [_fmt(r.get("limit_untuned_img_s"))] if untuned else []
+        cells += [_fmt(r["limit_eval_img_s"]), _fmt(r["seed_img_s"]), _fmt(r["seed_ratio"], 2)]
         if w:
             cells += [_fmt(r.get("seed_workers_img_s")), _fmt(r.get("seed_workers_ratio"), 2)]
         cells += [_fmt(r["covid_img_s"]), r["covid_augment_on"], _fmt(r["covid_ratio"], 2),
@@ -704,7 +727,8 @@ def render_throughput(result: dict) -> str:
         "Training throughput, img/s (ratios: b/a, c/a = share of the limit; c/b = covid_sweep vs seed; "
         f"best of {result['settings']['rounds']} alternated rounds of (a), (b), (c))",
         format_table(headers, rows),
-        "  (a) synthetic tensors on the device, warm-up excluded; eval-limit = inference img/s, same batch, fp32",
+        "  (a) synthetic tensors on the device, warm-up excluded; eval-limit = inference img/s, same batch, fp32"
+        + ("; 'a untuned' = (a) without cudnn's algorithm tuning (torch's default, the seed's)" if untuned else ""),
         "  (b) decode every PNG every epoch + albumentations incl. Normalize/ToTensorV2, fp32, workers=0"
         + (f" (w{w}: workers={w})" if w else ""),
         "  (c) covid_sweep.training.train.fit on data.cached_images, augment_on=auto ('aug on' = where that put it);"

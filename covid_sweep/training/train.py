@@ -21,7 +21,7 @@ from covid_sweep.core.goals import improves
 from covid_sweep.core.metrics import binary_metrics
 from covid_sweep.core.phases import PhaseTimer
 from covid_sweep.model.preprocessing import normalize, to_model_input
-from covid_sweep.model.runtime import bf16_autocast, pick_device, predict_probs
+from covid_sweep.model.runtime import bf16_autocast, pick_device, predict_probs, tune_convolutions
 from covid_sweep.training import augment
 from covid_sweep.training.batches import CachedBatches
 from covid_sweep.training.device_augment import DeviceAugment
@@ -252,6 +252,7 @@ class FirstStep:
 def _fit_folds(config, models, splits, on_epoch, should_stop, progress, warm: FirstStep) -> FitResult:
     torch.manual_seed(config.seed)
     device = pick_device(config.device)
+    tune_convolutions(device)
     folds = [FoldRun(config, model, split, device) for model, split in zip(models, splits)]
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     mixer = _mixer(config)
