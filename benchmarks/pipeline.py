@@ -77,7 +77,7 @@ THROUGHPUT_COLUMNS = ("backbone", "size", "batch", "limit_img_s", "limit_eval_im
                       "covid_img_s", "covid_ratio", "covid_vs_seed", "covid_steady_img_s", "covid_eval_img_s",
                       "cache_build_s", "covid_augment_on", "covid_alt_img_s")
 AUGMENT_COLUMNS = ("toggles", "size", "batch", "cpu_w0_img_s", "cpu_workers", "cpu_wn_img_s", "device_img_s", "chosen")
-TRIAL_COLUMNS = ("backbone", "size", "batch", "epochs", "trial_wall_s", "trial_process_s", "fit_epochs_s",
+TRIAL_COLUMNS = ("backbone", "size", "batch", "epochs", "fork_server_s", "trial_wall_s", "trial_process_s", "fit_epochs_s",
                  "floor_s", "wall_over_floor", "process_over_floor", "fit_over_floor", "phases")
 SWEEP_COLUMNS = ("runner", "agents", "trials", "finished", "wall_s", "trials_per_hour", "vs_seed")
 # what the embedded trial records (core/phases.py), in the order they run
@@ -499,9 +499,20 @@ def _failed(trials: list, home: Path) -> str:
     return "\n".join(lines)
 
 
+def start_fork_server(launcher) -> float:
+    """Seconds until the launcher's fork server runs with its preloads imported (a no-op child forked from it):
+    what the first trial of a controller waits for, once; later trials of a sweep find it running."""
+    started = time.perf_counter()
+    child = launcher.context.Process(target=os.getpid)
+    child.start()
+    child.join()
+    return time.perf_counter() - started
+
+
 def measure_trial(args, backbone: str, data: Path, work: Path, cache: Path, limit: dict, split_sizes: dict) -> dict:
-    """One real trial: the embedded controller (in this process) forks a trial process running covid_sweep.agent.main;
-    its phases (where its time went) come from the store, as the trial recorded them."""
+    """One real trial: the embedded controller (in this process) forks a trial process running covid_sweep.agent.main
+    from its fork server, started beforehand and timed apart (once per controller, not per trial); its phases
+    (where its time went) come from the store, as the trial recorded them."""
     from covid_sweep.sweep.controller import Controller, new_sweep
     from covid_sweep.sweep.spec import load_spec
     from covid_sweep.sweep.store import Store
@@ -515,6 +526,7 @@ def measure_trial(args, backbone: str, data: Path, work: Path, cache: Path, limi
         sweep = new_sweep(store, load_spec(yaml_path), str(yaml_path), str(data), seed=0)
         controller = Controller(store, sweep, home, agents=1, count=1, poll_s=0.02, log=lambda *_: None)
         with patched_env({"COVID_SWEEP_CACHE": str(cache), "WANDB_MODE": args.wandb_mode, "WANDB_SILENT": "true"}):
+            fork_server = start_fork_server(controller.launcher)
             started = time.perf_counter()
             controller.run()
             wall = time.perf_counter() - started
@@ -535,12 +547,14 @@ def measure_trial(args, backbone: str, data: Path, work: Path, cache: Path, limi
         floor = per_epoch * epochs_run / limit["limit_img_s"] + n_val * epochs_run / limit["limit_eval_img_s"]
     process_s = trial.ended - trial.started if trial.ended and trial.started else None
     fit_s = sum(h.get("epoch_time", 0.0) for h in history)
-    return {"backbone": backbone, "size": size, "batch": batch_size, "epochs": epochs_run,
+    return {"backbone": backbone, "size": size, "batch": batch_size, "epochs": epochs_run, "fork_server_s": fork_server,
             "trial_wall_s": wall, "trial_process_s": process_s, "fit_epochs_s": fit_s, "floor_s": floor,
             "wall_over_floor": _ratio(wall, floor), "process_over_floor": _ratio(process_s, floor),
             "fit_over_floor": _ratio(fit_s, floor), "train_images_per_epoch": per_epoch, "val_images": n_val,
             "phases": dict(trial.phases),
-            "note": "trial_wall_s: the embedded controller's claim + fork of the trial process "
+            "note": "fork_server_s: starting the controller's fork server and its preload imports (once per "
+                    "controller; ~0 when an earlier trial of this run started it); "
+                    "trial_wall_s: the embedded controller's claim + fork of the trial process "
                     "until its exit is seen (poll 0.02 s); trial_process_s: the store's started->ended of the "
                     "trial process (after its imports, before wandb's finish); fit_epochs_s: sum of fit's "
                     "epoch_time (train + eval); floor_s: train images x epochs / limit img/s + val images x "
@@ -755,14 +769,17 @@ def render_trials(result: dict) -> str:
     good = [t for t in trials if not t.get("error")]
     if good:
         out.append(format_table(
-            ["backbone", "size", "batch", "epochs", "trial wall s", "in-process s", "fit epochs s", "floor s",
-             "wall/floor", "in-process/floor", "fit/floor"],
-            [[t["backbone"], str(t["size"]), str(t["batch"]), str(t["epochs"]), _fmt(t["trial_wall_s"]),
+            ["backbone", "size", "batch", "epochs", "fork server s", "trial wall s", "in-process s", "fit epochs s",
+             "floor s", "wall/floor", "in-process/floor", "fit/floor"],
+            [[t["backbone"], str(t["size"]), str(t["batch"]), str(t["epochs"]), _fmt(t["fork_server_s"], 2),
+              _fmt(t["trial_wall_s"]),
               _fmt(t["trial_process_s"]), _fmt(t["fit_epochs_s"]), _fmt(t["floor_s"], 2),
               _fmt(t["wall_over_floor"], 2) + "x", _fmt(t["process_over_floor"], 2) + "x",
               _fmt(t["fit_over_floor"], 2) + "x"] for t in good]))
-        out += ["  trial wall = spawn to exit (imports, wandb, data, model, fit, artifact); in-process = the store's"
-                " started->ended (after imports); fit epochs = sum of fit's epoch_time (train + eval)",
+        out += ["  fork server = its start and preload imports, once per controller (before the trial, timed apart;"
+                " ~0 when an earlier trial of this run started it)",
+                "  trial wall = claim + fork to exit (wandb, data, model, fit, artifact); in-process = the store's"
+                " started->ended; fit epochs = sum of fit's epoch_time (train + eval)",
                 "  floor = train images x epochs / limit + val images x epochs / eval-limit (the compute alone)",
                 "", "Where each trial's time went, s (the phases it recorded in the store; core/phases.py)",
                 format_table(["backbone", *PHASES, "sum", "wall"],
