@@ -87,10 +87,14 @@ def test_online_model_upload_is_waited_for_and_a_failure_raises(tmp_path):
 
 def test_offline_model_is_logged_by_reference_and_not_waited_for(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"weights")
+    (tmp_path / "folds").mkdir()
+    (tmp_path / "folds" / "manifest.json").write_text("{}")
     run = FakeRun(Logged(UPLOAD_FAILED))  # offline nothing is uploaded: wait() is never asked
     Tracker(run, "offline").log_model(tmp_path, "model-sw1", {})
-    (entry,) = run.artifacts[0].manifest.entries.values()
-    assert entry.ref == (tmp_path / "model.safetensors").as_uri() and not run.logged.waited
+    refs = {entry.path: entry.ref for entry in run.artifacts[0].manifest.entries.values()}
+    assert refs == {"model.safetensors": (tmp_path / "model.safetensors").as_uri(),
+                    "folds/manifest.json": (tmp_path / "folds" / "manifest.json").as_uri()}
+    assert not run.logged.waited
     disabled = FakeRun()
     Tracker(disabled, "disabled").log_model(tmp_path, "model-sw1", {})
     assert disabled.artifacts == []
