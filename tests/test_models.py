@@ -26,6 +26,21 @@ def test_every_backbone_has_a_two_class_head(name):
     assert out.shape == (2, 2)
 
 
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_a_from_scratch_model_is_built_where_it_will_train(name):
+    # "meta" stands in for a GPU here: every weight, the replaced head's too, is created on the device asked for
+    model = build_model(name, pretrained=False, device="meta")
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_model_built_on_cuda_runs_there():
+    model = build_model("resnet18", device="cuda").eval()
+    assert {p.device.type for p in model.parameters()} == {"cuda"}
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 64, 64, device="cuda")).shape == (2, 2)
+
+
 def test_unknown_backbone():
     with pytest.raises(ModelError, match="unknown backbone 'lenet'"):
         build_model("lenet")

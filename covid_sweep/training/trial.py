@@ -19,6 +19,7 @@ from covid_sweep.data.splits import split_kind, trial_splits
 from covid_sweep.model.artifact import write_artifact
 from covid_sweep.model.networks import build_model
 from covid_sweep.model.preprocessing import preprocessing_spec
+from covid_sweep.model.runtime import pick_device
 from covid_sweep.tracking.tracker import Tracker
 from covid_sweep.training.train import fit_folds
 
@@ -73,7 +74,8 @@ def run_trial(
         index_pairs = trial_splits(labels, groups, config.folds, config.val_fraction, config.seed)
         splits = [(images[t], labels[t], images[v], labels[v]) for t, v in index_pairs]
     with timer.phase("model_build"):
-        models = [build_model(config.backbone, config.pretrained) for _ in splits]
+        device = pick_device(config.device)
+        models = [build_model(config.backbone, config.pretrained, device) for _ in splits]
 
     def epoch_done(record: dict) -> None:
         if tracker:
