@@ -58,3 +58,26 @@ def test_the_package_turns_off_albumentations_update_check():
     code = "import os, covid_sweep.training.augment; print(os.environ.get('NO_ALBUMENTATIONS_UPDATE'))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
     assert done.stdout.strip() == "1", done.stderr
+
+
+def test_the_benchmark_trial_and_sweep_path_needs_nothing_the_gpu_machine_lacks():
+    # benchmarks/device_sim blocks, as on the lent GPU machine, the packages that only fetch-data, the report, a
+    # PostgreSQL store or the tests use; an eager import of one on this path breaks benchmarks/gpu_check.sh there
+    sim = ROOT / "benchmarks" / "device_sim"
+    code = """
+import importlib, sys
+from covid_sweep.sweep.launcher import AGENT_PRELOAD
+path = ["covid_sweep.cli", "covid_sweep.cli.sweep_commands", "covid_sweep.sweep.controller", "covid_sweep.sweep.engine",
+        "covid_sweep.agent", "covid_sweep.training.train", "covid_sweep.data.layout", "albumentations.pytorch",
+        *AGENT_PRELOAD]
+for name in path:
+    importlib.import_module(name)
+try:
+    import plotly  # noqa: F401
+except ModuleNotFoundError:
+    print("ok", len(path))
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(sim), str(ROOT)])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[:1] == ["ok"], "the block did not apply (benchmarks/device_sim/sitecustomize.py)"

@@ -9,9 +9,6 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
-import openpyxl
-from openpyxl.utils.exceptions import InvalidFileException
-
 from covid_sweep.data.fetch.source import (
     CLASSES,
     COVID_META,
@@ -117,6 +114,11 @@ def with_patient_ids(items: list[Item], source: Path) -> list[Item]:
 
 def read_covid_meta(path: Path) -> dict[str, str]:
     """File name -> Patient ID from the first sheet; a name without an image extension is a .png."""
+    # imported here, not at the top: every `covid-sweep` command imports this module (cli -> fetch), and a
+    # machine that only trains (the lent GPU box, a trial image) may not have openpyxl; only fetch-data needs it
+    import openpyxl
+    from openpyxl.utils.exceptions import InvalidFileException
+
     try:
         # not read_only: that mode trusts the sheet's stored dimensions, which some writers get wrong
         workbook = openpyxl.load_workbook(path, data_only=True)
