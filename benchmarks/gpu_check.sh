@@ -110,10 +110,13 @@ run_benchmark() {
     stage_done benchmark "$t0" "$rc"
 }
 
-# the tests that mean something only on CUDA: the allocator check the warm workers use, and a real trial whose
-# worker must find the GPU memory released to run the next trial (on a CPU both pass without touching CUDA)
+# the tests that mean something only on CUDA: the allocator check the warm workers use, a real trial whose
+# worker must find the GPU memory released to run the next trial (on a CPU it passes without touching CUDA),
+# cudnn's tuning in fit, and a model built on the GPU
 CUDA_TESTS=(tests/test_warm_workers.py::test_gpu_memory_released_sees_a_tensor_left_on_the_gpu
-            tests/test_warm_workers.py::test_a_real_trial_after_another_in_the_same_worker_skips_the_process_start)
+            tests/test_warm_workers.py::test_a_real_trial_after_another_in_the_same_worker_skips_the_process_start
+            tests/test_train.py::test_training_on_cuda_lets_cudnn_tune_its_convolutions
+            tests/test_models.py::test_a_model_built_on_cuda_runs_there)
 
 run_tests() {
     local cuda=$1
