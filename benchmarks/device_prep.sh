@@ -42,13 +42,22 @@ bytes() {
     fi | awk '{s += $1} END {print s + 0}'
 }
 
+# only the train images: gpu_check.sh trains and never reads test/, and the test images (9 MB as WebP) would take
+# the run over what it may carry (a 66.5 MB tree + bundle was refused). setup.sh rebuilds what pixels.csv lists.
+drop_test_images() {
+    rm -f .device/data/test/*.webp
+    awk -F, 'NR == 1 || $1 != "test"' .device/data/pixels.csv >.device/data/pixels.train && mv .device/data/pixels.train .device/data/pixels.csv
+}
+
 bundle "$@"
+drop_test_images
 # gpu_check.sh prints it there: which commit (and local changes) the wheel and the tree came from
 { echo "prepared $(date -u +%FT%TZ) from $(git rev-parse --short HEAD 2>/dev/null || echo '?')"; git status --short; } \
     >.device/tree.txt
-tree=$(bytes); dev=$(bytes .device); limit=$((64 * 1024 * 1024))
+# the run tool refused 66.5 MB although that is under 64 MiB: keep under 64 MB (decimal) and a margin
+tree=$(bytes); dev=$(bytes .device); limit=$((62 * 1000 * 1000))
 echo "travels: tree ${tree} + .device ${dev} = $((tree + dev)) bytes of ${limit} ($(((limit - tree - dev) / 1024)) KiB left)"
 if [ $((tree + dev)) -gt "$limit" ]; then
-    echo "device_prep: over the 64 MiB a run may carry" >&2
+    echo "device_prep: over the ${limit} bytes planned for a run's carry (its limit: 64 MiB, refused at 66.5 MB)" >&2
     exit 1
 fi
