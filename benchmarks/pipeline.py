@@ -63,12 +63,12 @@ QUICK = dict(backbones="resnet18", sizes="64,128", batch=32, epochs=2, workers=0
              trial_backbones="resnet18", trial_size=64, trial_batch=32, trial_epochs=2,
              sweep_trials=3, agents="2", sweep_size=64, sweep_epochs=2, sweep_batch=32, sweep_backbones=None)
 # planned for <= 4 minutes on one H100/H200 (issue 13): the two backbones of the issue at 224 px, batch 32;
-# a realistic 30-epoch trial of each for wall/floor; an 8-trial sweep with 4 agents (fresh processes, then warm
-# workers) vs the seed-style loop. Estimated from the issue's H200 numbers: ~50 s throughput, ~20 s augmentation,
-# ~45 s trials, ~80 s sweep, plus start-up and cache builds
+# a realistic 30-epoch trial of each for wall/floor; a 16-trial sweep with 8 agents (fresh processes, then warm
+# workers) vs the seed-style loop. Measured on an H200 (2026-11-27, then 8 trials / 4 agents): 236 s in all, of
+# which ~60 s throughput, ~10 s augmentation, ~60 s trials (incl. 15 s of first imports), ~100 s sweep
 GPU_DEFAULT = dict(backbones="vgg16,resnet50", sizes="224", batch=32, epochs=3, workers=8, warmup_steps=10,
                    limit_steps=40, rounds=1, trial_backbones="vgg16,resnet50", trial_size=224, trial_batch=32, trial_epochs=30,
-                   sweep_trials=8, agents="4", sweep_size=64, sweep_epochs=2, sweep_batch=32, sweep_backbones=None)
+                   sweep_trials=16, agents="8", sweep_size=64, sweep_epochs=2, sweep_batch=32, sweep_backbones=None)
 # every toggle with a device op (CLAHE, CPU-only in both paths, aside): the heaviest augmentation a sweep draws
 DEVICE_TOGGLES = ("hflip", "rotate", "random_resized_crop", "blur", "brightness_contrast", "gamma", "sepia", "cutout")
 
@@ -152,7 +152,9 @@ def patched_env(values: dict[str, str]) -> Iterator[None]:
 
 @contextlib.contextmanager
 def cudnn_benchmark(enabled: bool) -> Iterator[None]:
-    """torch.backends.cudnn.benchmark set for a block: the seed never set it (off, torch's default), fit sets it."""
+    """torch.backends.cudnn.benchmark set for a block. Off is torch's default, the seed's and fit's: on an H200 the
+    search bought nothing at 224 px (vgg16 2568 vs 2567 img/s, resnet50 1407 vs 1395) and cost seconds in every
+    new trial process (vgg16's warmup 6.2 s, googlenet's 11 s)."""
     import torch
 
     saved = torch.backends.cudnn.benchmark
@@ -180,7 +182,7 @@ def measure_limit(backbone: str, size: int, batch: int, device, warmup: int, ste
     from torch import nn
 
     from covid_sweep.model.networks import build_model
-    from covid_sweep.model.runtime import bf16_autocast, tune_convolutions
+    from covid_sweep.model.runtime import bf16_autocast
 
     torch.manual_seed(0)
     model = build_model(backbone).to(device).to(memory_format=torch.channels_last)
@@ -208,12 +210,12 @@ def measure_limit(backbone: str, size: int, batch: int, device, warmup: int, ste
         return time.perf_counter() - started
 
     model.train()
-    untuned_s = None
-    if device.type == "cuda":  # what cudnn's tuning (fit's tune_convolutions) buys, on this GPU
-        with cudnn_benchmark(False):
-            untuned_s = timed(train_step)
-    tune_convolutions(device)  # as fit
-    train_s = timed(train_step)
+    with cudnn_benchmark(False):  # as fit: torch's default
+        train_s = timed(train_step)
+    tuned_s = None
+    if device.type == "cuda":  # what cudnn's algorithm search would buy on this GPU, its own cost excluded
+        with cudnn_benchmark(True):
+            tuned_s = timed(train_step)
 
     model.eval()
     with torch.no_grad():
@@ -225,7 +227,7 @@ def measure_limit(backbone: str, size: int, batch: int, device, warmup: int, ste
     model = optimizer = x = y = None
     free_device_memory(device)
     return {"limit_img_s": batch * steps / train_s, "limit_eval_img_s": batch * steps / eval_s,
-            "limit_untuned_img_s": batch * steps / untuned_s if untuned_s else None,
+            "limit_tuned_img_s": batch * steps / tuned_s if tuned_s else None,
             "limit_steps": steps, "limit_warmup_steps": warmup}
 
 
@@ -654,9 +656,14 @@ def measure_sweeps(args, data: Path, work: Path, cache: Path, device) -> list[di
         if first_params is None:
             first_params = [t.params for t, _ in trials]
         process_s = [t.ended - t.started for t, _ in trials if t.ended and t.started]
+        # the trials' own span (store clock): the command's start, its fork server's imports and the first trial's
+        # process start left out, as the seed-style loop (in this already-imported process) pays none of them
+        span = (max(t.ended for t, _ in trials if t.ended) - min(t.started for t, _ in trials if t.started)
+                if process_s else None)
         runner = "covid-sweep sweep --warm-workers" if warm else "covid-sweep sweep"
         rows.append({"runner": runner, "agents": agents, "trials": len(trials), "finished": finished,
-                     "wall_s": wall, "trials_per_hour": finished / wall * 3600,
+                     "wall_s": wall, "trials_per_hour": finished / wall * 3600, "span_s": span,
+                     "span_trials_per_hour": finished / span * 3600 if span else None,
                      "mean_trial_process_s": sum(process_s) / len(process_s) if process_s else None,
                      "median_outside_fit_s": _median([outside_fit_s(t.phases) for t, _ in trials]),
                      "phases": [t.phases for t, _ in trials], "params": [t.params for t, _ in trials]})
@@ -664,12 +671,14 @@ def measure_sweeps(args, data: Path, work: Path, cache: Path, device) -> list[di
         seed = seed_style_agent(first_params or [], data, device, work, args.seed_wandb)
     n = len(first_params or [])
     seed_row = {"runner": "seed-style loop", "agents": 1, "trials": n, "finished": n, "wall_s": seed["wall_s"],
-                "trials_per_hour": n / seed["wall_s"] * 3600 if seed["wall_s"] else None,
+                "trials_per_hour": n / seed["wall_s"] * 3600 if seed["wall_s"] else None, "span_s": seed["wall_s"],
+                "span_trials_per_hour": n / seed["wall_s"] * 3600 if seed["wall_s"] else None,
                 "mean_trial_process_s": sum(seed["trial_s"]) / n if n else None, "wandb_offline_per_trial": seed["wandb"],
                 "params": first_params}
     rows.append(seed_row)
     for row in rows:
         row["vs_seed"] = _ratio(row["trials_per_hour"], seed_row["trials_per_hour"])
+        row["span_vs_seed"] = _ratio(row["span_trials_per_hour"], seed_row["span_trials_per_hour"])
     return rows
 
 
@@ -717,8 +726,8 @@ def render_data(result: dict) -> str:
 
 def render_throughput(result: dict) -> str:
     w = result["settings"]["workers"]
-    untuned = any(r.get("limit_untuned_img_s") for r in result["throughput"])
-    headers = ["backbone", "size", "batch", "(a) limit"] + (["a untuned"] if untuned else []) + ["eval-limit", "(b) seed", "b/a"]
+    tuned = any(r.get("limit_tuned_img_s") for r in result["throughput"])
+    headers = ["backbone", "size", "batch", "(a) limit"] + (["a tuned"] if tuned else []) + ["eval-limit", "(b) seed", "b/a"]
     if w:
         headers += [f"seed w{w}", f"w{w}/a"]
     headers += ["(c) covid", "aug on", "c/a", "c/b", "c steady", "c eval", "c other aug", "cache s"]
@@ -729,7 +738,7 @@ def render_throughput(result: dict) -> str:
                         + [""] * (len(headers) - 4))
             continue
         cells = [r["backbone"], str(r["size"]), str(r["batch"]), _fmt(r["limit_img_s"])]
-        cells += [_fmt(r.get("limit_untuned_img_s"))] if untuned else []
+        cells += [_fmt(r.get("limit_tuned_img_s"))] if tuned else []
         cells += [_fmt(r["limit_eval_img_s"]), _fmt(r["seed_img_s"]), _fmt(r["seed_ratio"], 2)]
         if w:
             cells += [_fmt(r.get("seed_workers_img_s")), _fmt(r.get("seed_workers_ratio"), 2)]
@@ -742,7 +751,7 @@ def render_throughput(result: dict) -> str:
         f"best of {result['settings']['rounds']} alternated rounds of (a), (b), (c))",
         format_table(headers, rows),
         "  (a) synthetic tensors on the device, warm-up excluded; eval-limit = inference img/s, same batch, fp32"
-        + ("; 'a untuned' = (a) without cudnn's algorithm tuning (torch's default, the seed's)" if untuned else ""),
+        + ("; 'a tuned' = (a) with cudnn.benchmark (its search excluded; fit leaves it off)" if tuned else ""),
         "  (b) decode every PNG every epoch + albumentations incl. Normalize/ToTensorV2, fp32, workers=0"
         + (f" (w{w}: workers={w})" if w else ""),
         "  (c) covid_sweep.training.train.fit on data.cached_images, augment_on=auto ('aug on' = where that put it);"
@@ -798,13 +807,16 @@ def render_sweep(result: dict) -> str:
         f"Sweep throughput ({ss['sweep_trials']} trials of the smoke recipe as a seeded random search: "
         f"{ss['sweep_size']}px, {ss['sweep_epochs']} epochs, batch {ss['sweep_batch']})",
         format_table(["runner", "agents", "trials", "finished", "wall s", "mean trial s", "median outside fit s",
-                      "trials/h", "x seed"],
+                      "trials/h", "x seed", "span s", "span trials/h", "span x seed"],
                      [[r["runner"], str(r["agents"]), str(r["trials"]), str(r["finished"]), _fmt(r["wall_s"]),
                        _fmt(r.get("mean_trial_process_s")), _fmt(r.get("median_outside_fit_s"), 2),
-                       _fmt(r["trials_per_hour"]), _fmt(r["vs_seed"], 2) + "x"] for r in sw]),
+                       _fmt(r["trials_per_hour"]), _fmt(r["vs_seed"], 2) + "x", _fmt(r.get("span_s")),
+                       _fmt(r.get("span_trials_per_hour")), _fmt(r.get("span_vs_seed"), 2) + "x"] for r in sw]),
         "  seed-style loop: the same trials in one process, decode every epoch, fp32, "
         + ("a wandb offline run per trial" if sw[-1].get("wandb_offline_per_trial") else "no wandb")
-        + "; median outside fit = a trial's recorded phases but `fit`", ""])
+        + "; median outside fit = a trial's recorded phases but `fit`",
+        "  wall = the whole command; span = first trial's start to last trial's end (store clock): without the"
+        " command's start-up and its fork server's imports, once per sweep (the seed-style loop: its wall)", ""])
 
 
 # --------------------------------------------------------------------------------------------
@@ -921,6 +933,7 @@ def run_sections(args, data: Path, work: Path, device, report: Report, torch) ->
     import numpy as np
 
     from covid_sweep.core.config import build_config
+    from covid_sweep.data.groups import THUMB_SIZE
     from covid_sweep.data.layout import cached_images, load_split
     from covid_sweep.data.splits import stratified_split
 
@@ -945,7 +958,8 @@ def run_sections(args, data: Path, work: Path, device, report: Report, torch) ->
             result["data"]["cache"][key] = {"build_s": build, "hit_s": time.perf_counter() - started}
         return cached_images(split, size)
 
-    for size in dict.fromkeys([*args.sizes, args.trial_size, args.sweep_size]):
+    # THUMB_SIZE: the thumbnails a trial's grouping reads (near-duplicates), also built once per data set
+    for size in dict.fromkeys([*args.sizes, args.trial_size, args.sweep_size, THUMB_SIZE]):
         cache_for(size)
     report.section(render_data(result))
 

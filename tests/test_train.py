@@ -73,24 +73,13 @@ def test_validation_is_scored_in_fp32_like_predict_even_when_training_in_bf16(ar
     assert np.allclose(result.val_probs, again, atol=1e-6)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: cudnn's algorithm tuning")
-def test_training_on_cuda_lets_cudnn_tune_its_convolutions(arrays, monkeypatch):
-    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)  # torch's default, restored after the test
-    config = build_config({"backbone": "resnet18", "input_size": 32, "epochs": 1, "batch_size": 8, "device": "cuda"})
-    result = fit(config, build_model("resnet18"), *arrays, progress=False)
-    assert torch.backends.cudnn.benchmark is True and math.isfinite(result.history[0]["train_loss"])
-
-
-def test_tuning_is_asked_of_cuda_only():
-    saved = torch.backends.cudnn.benchmark
-    try:
-        torch.backends.cudnn.benchmark = False
-        inference.tune_convolutions(torch.device("cpu"))
-        assert torch.backends.cudnn.benchmark is False  # a CPU run leaves torch's setting alone
-        inference.tune_convolutions(torch.device("cuda"))
-        assert torch.backends.cudnn.benchmark is True
-    finally:
-        torch.backends.cudnn.benchmark = saved
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_training_on_cuda_keeps_the_best_weights_on_the_cpu_in_the_result(arrays):
+    config = build_config({"backbone": "resnet18", "input_size": 32, "epochs": 2, "batch_size": 8, "device": "cuda"})
+    result = fit(config, build_model("resnet18", device="cuda"), *arrays, progress=False)
+    assert {v.device.type for v in result.best_state.values()} == {"cpu"}
+    model = build_model("resnet18")
+    model.load_state_dict(result.best_state)  # what the artifact is written from
 
 
 def test_history_has_every_metric_each_epoch(arrays):

@@ -41,14 +41,6 @@ def native_bf16(device: torch.device) -> bool:
     return False
 
 
-def tune_convolutions(device: torch.device) -> None:
-    """On CUDA, cudnn times its convolution algorithms on the first batch of each input shape and keeps the
-    fastest for the rest of the process. A trial's training batches all have one shape (the ragged tail is
-    dropped), so it tunes once, in warmup; torch's default picks by heuristic instead, often slower."""
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-
-
 def bf16_autocast(device: torch.device, enabled: bool = True):
     # bf16 keeps fp32's exponent range, so unlike fp16 it needs no loss scaling
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled and native_bf16(device))

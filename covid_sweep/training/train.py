@@ -21,7 +21,7 @@ from covid_sweep.core.goals import improves
 from covid_sweep.core.metrics import binary_metrics
 from covid_sweep.core.phases import PhaseTimer
 from covid_sweep.model.preprocessing import normalize, to_model_input
-from covid_sweep.model.runtime import bf16_autocast, pick_device, predict_probs, tune_convolutions
+from covid_sweep.model.runtime import bf16_autocast, pick_device, predict_probs
 from covid_sweep.training import augment
 from covid_sweep.training.batches import CachedBatches
 from covid_sweep.training.device_augment import DeviceAugment
@@ -184,7 +184,9 @@ class FoldRun:
         return self.ema.module if self.ema is not None else self.model
 
     def keep_best(self) -> None:
-        self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.scored.state_dict().items()}
+        # a copy on the training device: on a GPU a device-to-device copy takes microseconds where the trip to
+        # the CPU took ~0.15 s for vgg16 at every improvement; the best weights go to the CPU once, at the end
+        self.best_state = {k: v.detach().clone() for k, v in self.scored.state_dict().items()}
         self.best_probs = self.probs
 
 
@@ -252,7 +254,6 @@ class FirstStep:
 def _fit_folds(config, models, splits, on_epoch, should_stop, progress, warm: FirstStep) -> FitResult:
     torch.manual_seed(config.seed)
     device = pick_device(config.device)
-    tune_convolutions(device)
     folds = [FoldRun(config, model, split, device) for model, split in zip(models, splits)]
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     mixer = _mixer(config)
@@ -295,9 +296,9 @@ def _fit_folds(config, models, splits, on_epoch, should_stop, progress, warm: Fi
             fold.best_probs = np.full(len(fold.val_labels), np.nan)
     best_record = next((h for h in history if h["epoch"] == best_epoch), {})
     if len(folds) == 1:
-        state = folds[0].best_state
+        state = {k: v.cpu() for k, v in folds[0].best_state.items()}
     else:
-        state = {f"members.{i}.{k}": v for i, fold in enumerate(folds) for k, v in fold.best_state.items()}
+        state = {f"members.{i}.{k}": v.cpu() for i, fold in enumerate(folds) for k, v in fold.best_state.items()}
     # out-of-fold predictions: with K folds every training image is scored once, by the model that never saw it
     return FitResult(history=history, best_epoch=best_epoch, best=best_record, best_state=state,
                      val_labels=np.concatenate([f.val_labels for f in folds]),
