@@ -86,3 +86,44 @@ def test_the_fork_server_preloads_the_training_stack_for_every_trial(tmp_path):
     assert handle.wait(timeout=120) == 0, (tmp_path / "trial.log").read_text()
     assert json.loads(out.read_text()) == {"torch": True, "torchvision": True, "albumentations": True,
                                            "covid_sweep.training.trial": True}
+
+
+EARLY_START = """
+import multiprocessing.forkserver, os, sys
+sys.path.insert(0, sys.argv[1])  # tests/, for fake_trial
+import fake_trial
+from covid_sweep.sweep.launcher import ForkLauncher, agent_preload, start_fork_server
+
+start_fork_server(agent_preload("sqlite"))
+print(multiprocessing.forkserver._forkserver._forkserver_pid, flush=True)
+# the controller's launcher, made later with the same preload, forks its trials from the server already running
+handle = ForkLauncher(fake_trial.report_preloaded).start([sys.argv[2]], sys.argv[3], dict(os.environ))
+sys.exit(handle.wait(timeout=120))
+"""
+
+
+def test_the_fork_server_started_first_serves_the_controller_s_trials_and_ends_with_it(tmp_path):
+    # covid-sweep sweep starts it before importing the controller and the engine, so the two imports overlap
+    import subprocess
+    import sys
+
+    out, log = tmp_path / "preloaded.json", tmp_path / "trial.log"
+    proc = subprocess.run([sys.executable, "-c", EARLY_START, os.path.dirname(__file__), str(out), str(log)],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr + (log.read_text() if log.exists() else "")
+    assert json.loads(out.read_text()) == {"torch": True, "torchvision": True, "albumentations": True,
+                                           "covid_sweep.training.trial": True}
+    server = int(proc.stdout.split()[0])
+    deadline = time.monotonic() + 30
+    while _running(server) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _running(server), "the fork server outlived the command that started it"
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting for a reaper."""
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"

@@ -43,11 +43,16 @@ def sweep(sweep_file, data, count, agents, gpus, resume_id, seed, max_early_fail
           artifacts) -> None:
     """Run SWEEP_FILE with W&B's sweep engine locally: no account, no network; an SQLite store on this box,
     or a PostgreSQL one (--store) that controllers on several boxes share (`--resume ID` on each)."""
+    from covid_sweep.sweep.launcher import agent_preload, start_fork_server
+    from covid_sweep.sweep.store_location import resolve_location
+
+    root = paths.home(home)
+    # first: the trials' fork server imports torch & co while this process imports the controller and the engine
+    start_fork_server(agent_preload(resolve_location(store, root).kind))
     from covid_sweep.sweep.controller import Controller, new_sweep
     from covid_sweep.sweep.spec import load_spec
     from covid_sweep.sweep.store import open_store
 
-    root = paths.home(home)
     artifacts = Path(artifacts).absolute() if artifacts else None
     store_url = store
     store = open_store(store_url, root)

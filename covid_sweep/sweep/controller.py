@@ -20,7 +20,7 @@ from pathlib import Path
 
 from covid_sweep.core.states import ACTIVE, TrialState
 from covid_sweep.sweep import engine, protocol
-from covid_sweep.sweep.launcher import AGENT_PRELOAD, ForkLauncher, TrialHandle, WarmHandle, WarmLauncher
+from covid_sweep.sweep.launcher import ForkLauncher, TrialHandle, WarmHandle, WarmLauncher, agent_preload
 from covid_sweep.sweep.store import Store, Sweep, Trial, machine_id, process_start
 from covid_sweep.tracking.tracker import trial_process_env
 
@@ -85,8 +85,7 @@ class Controller:
         self.stale_s, self.artifacts = stale_s, artifacts
         self.agents, self.count, self.gpus = agents, count, gpus or []
         # trials on a PostgreSQL store import SQLAlchemy and psycopg: once, in the fork server, not per trial
-        extra = ("covid_sweep.sweep.store_postgres",) if store.location.kind == "postgresql" else ()
-        self.launcher = launcher or (WarmLauncher if warm_workers else ForkLauncher)(preload=AGENT_PRELOAD + extra)
+        self.launcher = launcher or (WarmLauncher if warm_workers else ForkLauncher)(preload=agent_preload(store.location.kind))
         self.poll_s, self.log = poll_s, log
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self.slots: dict[int, Slot] = {}
