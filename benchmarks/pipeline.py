@@ -501,7 +501,7 @@ def _failed(trials: list, home: Path) -> str:
     return "\n".join(lines)
 
 
-def start_fork_server(launcher) -> float:
+def time_fork_server_start(launcher) -> float:
     """Seconds until the launcher's fork server runs with its preloads imported (a no-op child forked from it):
     what the first trial of a controller waits for, once; later trials of a sweep find it running."""
     started = time.perf_counter()
@@ -528,7 +528,7 @@ def measure_trial(args, backbone: str, data: Path, work: Path, cache: Path, limi
         sweep = new_sweep(store, load_spec(yaml_path), str(yaml_path), str(data), seed=0)
         controller = Controller(store, sweep, home, agents=1, count=1, poll_s=0.02, log=lambda *_: None)
         with patched_env({"COVID_SWEEP_CACHE": str(cache), "WANDB_MODE": args.wandb_mode, "WANDB_SILENT": "true"}):
-            fork_server = start_fork_server(controller.launcher)
+            fork_server = time_fork_server_start(controller.launcher)
             started = time.perf_counter()
             controller.run()
             wall = time.perf_counter() - started
@@ -667,7 +667,7 @@ def measure_sweeps(args, data: Path, work: Path, cache: Path, device) -> list[di
                      "mean_trial_process_s": sum(process_s) / len(process_s) if process_s else None,
                      "median_outside_fit_s": _median([outside_fit_s(t.phases) for t, _ in trials]),
                      "phases": [t.phases for t, _ in trials], "params": [t.params for t, _ in trials]})
-    with cudnn_benchmark(False):  # the seed's way; this process's fit runs have set it
+    with cudnn_benchmark(False):  # the seed's way, whatever an earlier measurement left set
         seed = seed_style_agent(first_params or [], data, device, work, args.seed_wandb)
     n = len(first_params or [])
     seed_row = {"runner": "seed-style loop", "agents": 1, "trials": n, "finished": n, "wall_s": seed["wall_s"],

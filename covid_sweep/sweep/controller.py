@@ -84,7 +84,6 @@ class Controller:
         self.store, self.sweep, self.home = store, sweep, Path(home)
         self.stale_s, self.artifacts = stale_s, artifacts
         self.agents, self.count, self.gpus = agents, count, gpus or []
-        # trials on a PostgreSQL store import SQLAlchemy and psycopg: once, in the fork server, not per trial
         self.launcher = launcher or (WarmLauncher if warm_workers else ForkLauncher)(preload=agent_preload(store.location.kind))
         self.poll_s, self.log = poll_s, log
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
