@@ -78,11 +78,11 @@ def estimate_left(ended: list[Trial], running: list[Running], remaining: int, ag
 
 
 def live_state(store: Store, sweep: Sweep, target_trials: int | None, agents: int, started: float,
-               now: float | None = None, store_now: float | None = None) -> LiveState:
-    """started, now: this box's clock (the view's elapsed time); store_now: the store's clock, which a running
-    trial's `started` is measured by (on a shared PostgreSQL store this box's clock may be off)."""
+               now: float | None = None) -> LiveState:
+    """started, now: this box's clock (the view's elapsed time). A running trial's time so far is read against
+    the store's clock, which its `started` is measured by (on a shared PostgreSQL store this box's may be off)."""
     now = now or time.time()
-    store_now = store_now or store.now()
+    store_now = store.now()
     trials = store.trials(sweep.id)
     ended = [t for t in trials if t.state in DONE]
     running = []
