@@ -152,9 +152,9 @@ def patched_env(values: dict[str, str]) -> Iterator[None]:
 
 @contextlib.contextmanager
 def cudnn_benchmark(enabled: bool) -> Iterator[None]:
-    """torch.backends.cudnn.benchmark set for a block. Off is torch's default, the seed's and fit's: on an H200 the
-    search bought nothing at 224 px (vgg16 2568 vs 2567 img/s, resnet50 1407 vs 1395) and cost seconds in every
-    new trial process (vgg16's warmup 6.2 s, googlenet's 11 s)."""
+    """torch.backends.cudnn.benchmark set for a block, then restored: the seed-style runs and fit find torch's
+    default, off. Off is fit's choice too: on an H200 the search bought nothing at 224 px (vgg16 2568 vs 2567
+    img/s, resnet50 1407 vs 1395) and cost seconds in every new trial process (vgg16's warmup 6.2 s, googlenet's 11 s)."""
     import torch
 
     saved = torch.backends.cudnn.benchmark
@@ -311,13 +311,12 @@ def measure_seed_style(backbone: str, config, paths, labels, device, epochs: int
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     loader = seed_loader(paths, labels, seed_transform(config, train=True), config.batch_size, workers, shuffle=True)
     times, images = [], []
-    with cudnn_benchmark(False):
-        for _ in range(epochs):
-            started = time.perf_counter()
-            _, n = seed_train_epoch(model, loader, optimizer, nn.CrossEntropyLoss(), device)
-            sync(device)
-            times.append(time.perf_counter() - started)
-            images.append(n)
+    for _ in range(epochs):
+        started = time.perf_counter()
+        _, n = seed_train_epoch(model, loader, optimizer, nn.CrossEntropyLoss(), device)
+        sync(device)
+        times.append(time.perf_counter() - started)
+        images.append(n)
     del model, optimizer, loader
     free_device_memory(device)
     return {"img_s": sum(images) / sum(times), "epoch_s": times,
@@ -667,8 +666,7 @@ def measure_sweeps(args, data: Path, work: Path, cache: Path, device) -> list[di
                      "mean_trial_process_s": sum(process_s) / len(process_s) if process_s else None,
                      "median_outside_fit_s": _median([outside_fit_s(t.phases) for t, _ in trials]),
                      "phases": [t.phases for t, _ in trials], "params": [t.params for t, _ in trials]})
-    with cudnn_benchmark(False):  # the seed's way, whatever an earlier measurement left set
-        seed = seed_style_agent(first_params or [], data, device, work, args.seed_wandb)
+    seed = seed_style_agent(first_params or [], data, device, work, args.seed_wandb)
     n = len(first_params or [])
     seed_row = {"runner": "seed-style loop", "agents": 1, "trials": n, "finished": n, "wall_s": seed["wall_s"],
                 "trials_per_hour": n / seed["wall_s"] * 3600 if seed["wall_s"] else None, "span_s": seed["wall_s"],

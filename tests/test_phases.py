@@ -4,6 +4,7 @@ offline) records where its time went in the store, and the data fingerprint is r
 import json
 import os
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -123,7 +124,7 @@ def test_the_fork_server_started_first_serves_the_controller_s_trials_and_ends_w
 def _running(pid: int) -> bool:
     """Alive and not a zombie waiting for a reaper."""
     try:
-        stat = open(f"/proc/{pid}/stat").read()
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except FileNotFoundError:
         return False
     return stat.rpartition(")")[2].split()[0] != "Z"
