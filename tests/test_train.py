@@ -73,6 +73,29 @@ def test_validation_is_scored_in_fp32_like_predict_even_when_training_in_bf16(ar
     assert np.allclose(result.val_probs, again, atol=1e-6)
 
 
+def test_validation_images_go_to_the_gpu_once_when_they_fit_and_score_the_same(arrays):
+    val = arrays[2]
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert isinstance(inference.resident_images(val, cpu), np.ndarray)  # the CPU scores the array itself
+    assert isinstance(inference.resident_images(val, gpu, limit=val.nbytes - 1), np.ndarray)  # too big: per batch
+    model = _model().eval()
+    from_array = inference.predict_probs(model, val, 3, cpu)  # 8 images: batches of 3, 3 and 2
+    from_tensor = inference.predict_probs(model, torch.from_numpy(np.array(val)), 3, cpu)
+    assert from_array.dtype == np.float32 and from_array.shape == (8,)
+    assert np.array_equal(from_array, from_tensor)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_validation_images_resident_on_cuda_score_as_on_the_cpu(arrays):
+    val, gpu = arrays[2], torch.device("cuda")
+    kept = inference.resident_images(val, gpu)
+    assert isinstance(kept, torch.Tensor) and kept.device.type == "cuda" and kept.dtype == torch.uint8
+    model = _model().eval()
+    on_cpu = inference.predict_probs(model, val, 3, torch.device("cpu"))
+    on_gpu = inference.predict_probs(model.to(gpu), kept, 3, gpu)
+    assert np.allclose(on_cpu, on_gpu, atol=1e-4)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_training_on_cuda_keeps_the_best_weights_on_the_cpu_in_the_result(arrays):
     config = build_config({"backbone": "resnet18", "input_size": 32, "epochs": 2, "batch_size": 8, "device": "cuda"})

@@ -21,7 +21,7 @@ from covid_sweep.core.goals import improves
 from covid_sweep.core.metrics import binary_metrics
 from covid_sweep.core.phases import PhaseTimer
 from covid_sweep.model.preprocessing import normalize, to_model_input
-from covid_sweep.model.runtime import bf16_autocast, pick_device, predict_probs
+from covid_sweep.model.runtime import bf16_autocast, pick_device, predict_probs, resident_images
 from covid_sweep.training import augment
 from covid_sweep.training.batches import CachedBatches
 from covid_sweep.training.device_augment import DeviceAugment
@@ -172,7 +172,8 @@ class FoldRun:
         self.prepare = BatchInput(config, device)
         self.optimizer = _optimizer(config, self.model)
         self.scheduler = _scheduler(config, self.optimizer, len(self.loader))
-        self.val_images = np.ascontiguousarray(val_images)
+        # scored every epoch: sent to the GPU once, not once per epoch
+        self.val_images = resident_images(val_images, device)
         self.val_labels = np.asarray(val_labels)
         self.best_state: dict | None = None
         self.best_probs: np.ndarray | None = None
