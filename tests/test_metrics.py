@@ -16,6 +16,19 @@ def test_binary_metrics_match_a_hand_count():
     assert m["auc"] == pytest.approx(10 / 12)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_accuracy_and_f1_from_the_counts_agree_with_sklearn(seed):
+    from sklearn.metrics import accuracy_score, f1_score
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 50)
+    p = rng.uniform(0, 1, 50) if seed < 2 else np.zeros(50)  # seed 2 and 3: nothing called COVID
+    if seed == 3:
+        y = np.zeros(50, dtype=int)  # and nothing is: F1's 0/0, which sklearn's zero_division=0 makes 0
+    m = binary_metrics(y, p)
+    assert m["acc"] == pytest.approx(accuracy_score(y, p >= 0.5))
+    assert m["f1"] == pytest.approx(f1_score(y, p >= 0.5, zero_division=0))
+
+
 def test_auc_is_nan_with_one_class():
     assert math.isnan(binary_metrics([1, 1], [0.2, 0.9])["auc"])
 
