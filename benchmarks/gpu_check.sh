@@ -12,8 +12,12 @@
 # already holds every section that ended, the tests and the summary still come back, and the whole call stays
 # under ~450 s, so that with the machine's start a second try still fits a session's 15 device minutes.
 #
+# Then, after the benchmark, the trials' fork server's imports once more, with python -X importtime: the
+# benchmark timed them at 14.4 s on an H200 box against ~4 s on a 2-core CPU; run again on a warm page cache,
+# this tells cold disk from slow imports.
+#
 # Files under $OUT: setup.log, gpu.log (the benchmark's output), gpu.json (its results), gpu-util.csv
-# (nvidia-smi), tests.log.
+# (nvidia-smi), imports.log (-X importtime), tests.log.
 #
 # Environment:
 #   OUT                    where the files go (set on the device machine; default: a new temporary folder)
@@ -110,6 +114,21 @@ run_benchmark() {
     stage_done benchmark "$t0" "$rc"
 }
 
+# what a controller's fork server imports before its first trial (launcher.AGENT_PRELOAD), timed in a fresh process
+run_imports() {
+    say "imports: the fork server's preload, python -X importtime (page cache warm from the benchmark)"
+    local t0=$SECONDS rc=0
+    python3 -X importtime -c "import time; t = time.perf_counter()
+import importlib
+from covid_sweep.sweep.launcher import AGENT_PRELOAD, GUARD
+for name in (GUARD, *AGENT_PRELOAD):
+    importlib.import_module(name)
+print(f'preload imports: {time.perf_counter() - t:.2f} s', flush=True)" 2>"$OUT/imports.log" || rc=$?
+    echo "slowest by cumulative microseconds (self | cumulative | module):"
+    grep '^import time:' "$OUT/imports.log" | sort -t'|' -k2 -n | tail -12
+    stage_done imports "$t0" "$rc"
+}
+
 # the tests that mean something only on CUDA: the allocator check the warm workers use, a real trial whose
 # worker must find the GPU memory released to run the next trial (on a CPU it passes without touching CUDA),
 # fit's best weights kept on the GPU and handed back on the CPU, and a model built on the GPU
@@ -156,5 +175,6 @@ if [ "${GPU_CHECK_SETUP:-1}" != 0 ]; then run_setup; fi
 [ -d "$data" ] || die "no data at $data (GPU_CHECK_DATA)"
 use_this_tree
 run_benchmark "$@"
+run_imports
 run_tests "$cuda"
 summary

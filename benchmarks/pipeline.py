@@ -20,10 +20,12 @@ Measures in ONE run on ONE machine, and prints side by side:
                vs its compute floor (train images x epochs / limit img/s + val images x epochs /
                eval-limit img/s), with the phases the trial recorded in the store;
   sweep        trials/hour of `covid-sweep sweep` on a generated smoke-recipe sweep with each
-               --agents K (and the largest with --warm-workers), vs a seed-style agent (the same trials
-               run one after another in-process: decode every epoch, fp32, a wandb offline run per trial).
+               --agents K (and, with --sweep-warm, the largest with --warm-workers), vs a seed-style agent
+               (the same trials run one after another in-process: decode every epoch, fp32, a wandb offline
+               run per trial).
 
-Each section's table is printed as soon as it ends, and --json rewritten after each section.
+Each section's table is printed as soon as it ends, with the seconds it took, and --json rewritten after each
+section and after each sweep runner.
 
 Every number is measured in this run. The decoded-image cache and the sweep state live in a
 temporary COVID_SWEEP_CACHE / COVID_SWEEP_HOME; the cache is built (and timed) before the trial
@@ -61,14 +63,16 @@ CLI = "import sys; from covid_sweep.cli import main; sys.exit(main())"
 # accuracy recipe's 128 px (sweeps/cpu-accuracy.yaml), where a trial spends its time; trial and sweep at 64 px
 QUICK = dict(backbones="resnet18", sizes="64,128", batch=32, epochs=2, workers=0, warmup_steps=2, limit_steps=8, rounds=2,
              trial_backbones="resnet18", trial_size=64, trial_batch=32, trial_epochs=2,
-             sweep_trials=3, agents="2", sweep_size=64, sweep_epochs=2, sweep_batch=32, sweep_backbones=None)
+             sweep_trials=3, agents="2", sweep_size=64, sweep_epochs=2, sweep_batch=32, sweep_backbones=None,
+             sweep_warm=True)
 # planned for <= 4 minutes on one H100/H200 (issue 13): the two backbones of the issue at 224 px, batch 32;
-# a realistic 30-epoch trial of each for wall/floor; a 16-trial sweep with 8 agents (fresh processes, then warm
-# workers) vs the seed-style loop. Measured on an H200 (2026-11-27, then 8 trials / 4 agents): 236 s in all, of
-# which ~60 s throughput, ~10 s augmentation, ~60 s trials (incl. 15 s of first imports), ~100 s sweep
+# a realistic 30-epoch trial of each for wall/floor; a 16-trial sweep with 8 agents vs the seed-style loop.
+# Measured on an H200 (2026-11-27): 236 s with an 8-trial sweep of 4 agents, 257 s with 16 trials of 8, each
+# sweep also run with --warm-workers (~30 s, most of it the command's start-up): that run is now --sweep-warm only
 GPU_DEFAULT = dict(backbones="vgg16,resnet50", sizes="224", batch=32, epochs=3, workers=8, warmup_steps=10,
                    limit_steps=40, rounds=1, trial_backbones="vgg16,resnet50", trial_size=224, trial_batch=32, trial_epochs=30,
-                   sweep_trials=16, agents="8", sweep_size=64, sweep_epochs=2, sweep_batch=32, sweep_backbones=None)
+                   sweep_trials=16, agents="8", sweep_size=64, sweep_epochs=2, sweep_batch=32, sweep_backbones=None,
+                   sweep_warm=False)
 # every toggle with a device op (CLAHE, CPU-only in both paths, aside): the heaviest augmentation a sweep draws
 DEVICE_TOGGLES = ("hflip", "rotate", "random_resized_crop", "blur", "brightness_contrast", "gamma", "sepia", "cutout")
 
@@ -635,13 +639,15 @@ def seed_style_agent(trial_params: list[dict], data: Path, device, work: Path, u
     return {"wall_s": time.perf_counter() - started_all, "trial_s": per_trial, "wandb": use_wandb}
 
 
-def measure_sweeps(args, data: Path, work: Path, cache: Path, device) -> list[dict]:
+def measure_sweeps(args, data: Path, work: Path, cache: Path, device, on_runner=lambda rows: None) -> list[dict]:
+    """Each runner's row is handed to on_runner(rows so far) as soon as it ends."""
     config = smoke_sweep_config(args.sweep_trials, args.sweep_size, args.sweep_epochs, args.sweep_batch,
                                 args.sweep_backbones, args.device)
     yaml_path = write_yaml(work / "bench-sweep.yaml", config)
     rows, first_params = [], None
-    # every --agents value with a fresh process per trial, then the largest with warm trial workers
-    for agents, warm in [*((k, False) for k in args.agents), (max(args.agents), True)]:
+    # every --agents value with a fresh process per trial, then (--sweep-warm) the largest with warm trial workers
+    runners = [(k, False) for k in args.agents] + ([(max(args.agents), True)] if args.sweep_warm else [])
+    for agents, warm in runners:
         home = work / f"home-sweep-k{agents}{'-warm' if warm else ''}"
         home.mkdir()
         print(f"[sweep] covid-sweep sweep --agents {agents}{' --warm-workers' if warm else ''} ...", file=sys.stderr,
@@ -666,6 +672,8 @@ def measure_sweeps(args, data: Path, work: Path, cache: Path, device) -> list[di
                      "mean_trial_process_s": sum(process_s) / len(process_s) if process_s else None,
                      "median_outside_fit_s": _median([outside_fit_s(t.phases) for t, _ in trials]),
                      "phases": [t.phases for t, _ in trials], "params": [t.params for t, _ in trials]})
+        on_runner(rows)
+    print("[sweep] the seed-style loop, the same trials ...", file=sys.stderr, flush=True)
     seed = seed_style_agent(first_params or [], data, device, work, args.seed_wandb)
     n = len(first_params or [])
     seed_row = {"runner": "seed-style loop", "agents": 1, "trials": n, "finished": n, "wall_s": seed["wall_s"],
@@ -852,6 +860,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sweep-epochs", type=int)
     p.add_argument("--sweep-batch", type=int)
     p.add_argument("--sweep-backbones", help="comma list (default the smoke recipe's backbones)")
+    p.add_argument("--sweep-warm", action=argparse.BooleanOptionalAction, default=None,
+                   help="also sweep with --warm-workers at the largest --agents (default: on with --quick, off with "
+                        "--gpu-default, to keep it within 4 minutes)")
     p.add_argument("--no-seed-wandb", dest="seed_wandb", action="store_false",
                    help="seed-style agent without a wandb offline run per trial")
     p.add_argument("--wandb-mode", default="offline", choices=["offline", "disabled"],
@@ -882,10 +893,20 @@ class Report:
 
     def __init__(self, result: dict, json_path: Path | None, started: float):
         self.result, self.json_path, self.started = result, json_path, started
+        self.last = started
 
-    def section(self, text: str) -> None:
-        self.result["total_s"] = time.perf_counter() - self.started
+    def section(self, text: str, name: str | None = None) -> None:
+        """Print a section's text (with the seconds since the previous section, when named) and save."""
+        now = time.perf_counter()
+        if name:
+            self.result.setdefault("section_s", {})[name] = now - self.last
+            text = f"{text.rstrip()}\n  ({name}: {now - self.last:.0f} s)\n"
+        self.last = now
         print(text, flush=True)
+        self.save()
+
+    def save(self) -> None:
+        self.result["total_s"] = time.perf_counter() - self.started
         if self.json_path:
             self.json_path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.json_path.with_name(f".{self.json_path.name}.tmp")
@@ -959,7 +980,7 @@ def run_sections(args, data: Path, work: Path, device, report: Report, torch) ->
     # THUMB_SIZE: the thumbnails a trial's grouping reads (near-duplicates), also built once per data set
     for size in dict.fromkeys([*args.sizes, args.trial_size, args.sweep_size, THUMB_SIZE]):
         cache_for(size)
-    report.section(render_data(result))
+    report.section(render_data(result), "data")
 
     limits: dict[tuple, dict] = {}
     result["throughput"] = rows = []
@@ -969,7 +990,7 @@ def run_sections(args, data: Path, work: Path, device, report: Report, torch) ->
             row = throughput_row(args, backbone, size, base, split, labels, train_idx, val_idx, cache_for(size),
                                  device, limits, torch)
             rows.append(row | {"cache_build_s": result["data"]["cache"][str(size)]["build_s"]})
-    report.section(render_throughput(result))
+    report.section(render_throughput(result), "throughput")
 
     if not args.skip_augmentation:
         print("[augmentation] albumentations (workers 0 and N) vs device, alternated ...", file=sys.stderr, flush=True)
@@ -980,7 +1001,7 @@ def run_sections(args, data: Path, work: Path, device, report: Report, torch) ->
         result["augmentation"] = [
             measure_augmentation(config, train_images, train_labels, device, toggles, workers)
             for toggles in dict.fromkeys([tuple(args.toggles), DEVICE_TOGGLES])]
-        report.section(render_augmentation(result))
+        report.section(render_augmentation(result), "augmentation")
 
     split_sizes = {"train": len(train_idx), "val": len(val_idx)}
     if not args.skip_trial:
@@ -994,15 +1015,23 @@ def run_sections(args, data: Path, work: Path, device, report: Report, torch) ->
             except (RuntimeError, subprocess.TimeoutExpired) as err:
                 result["trial"].append({"backbone": backbone, "error": str(err)})
             free_device_memory(device)
-        report.section(render_trials(result))
+        report.section(render_trials(result), "trial")
     if not args.skip_sweep:
         print(f"[sweep] {args.sweep_trials} trials with --agents {args.agents} and the seed-style loop ...",
               file=sys.stderr, flush=True)
+
+        def runner_done(rows: list[dict]) -> None:
+            row = rows[-1]
+            print(f"[sweep] {row['runner']} --agents {row['agents']}: {row['finished']}/{row['trials']} finished, "
+                  f"wall {row['wall_s']:.1f} s, span {_fmt(row['span_s'])} s", file=sys.stderr, flush=True)
+            result["sweep"] = list(rows)  # saved now: a run cut short keeps the runners that ended
+            report.save()
+
         try:
-            result["sweep"] = measure_sweeps(args, data, work, cache, device)
+            result["sweep"] = measure_sweeps(args, data, work, cache, device, runner_done)
         except (RuntimeError, subprocess.TimeoutExpired) as err:
-            result["sweep"] = {"error": str(err)}
-        report.section(render_sweep(result))
+            result["sweep"] = {"error": str(err), "runners_done": result.get("sweep")}
+        report.section(render_sweep(result), "sweep")
 
 
 def throughput_row(args, backbone, size, base, split, labels, train_idx, val_idx, images, device, limits,

@@ -32,8 +32,12 @@ def test_pipeline_benchmark_reports_every_column(tiny_data, tmp_path, capsys):
         "--sweep-trials", "1", "--agents", "1", "--sweep-size", "32", "--sweep-batch", "8", "--sweep-epochs", "1",
         "--sweep-backbones", "resnet18", "--wandb-mode", "disabled", "--no-seed-wandb", "--json", str(out),
     ])
-    assert json.loads(out.read_text())["settings"]["batch"] == 8
+    saved = json.loads(out.read_text())
+    assert saved["settings"]["batch"] == 8
+    assert set(saved["section_s"]) == {"data", "throughput", "augmentation", "trial", "sweep"}
+    assert all(positive(v) for v in saved["section_s"].values())
     printed = capsys.readouterr().out
+    assert "  (throughput: " in printed and "  (sweep: " in printed
     for title in ("Training throughput", "Augmentation alone", "Trial wall time", "Where each trial's time went",
                   "Sweep throughput", "device: cpu"):
         assert title in printed
@@ -74,3 +78,11 @@ def test_pipeline_benchmark_reports_every_column(tiny_data, tmp_path, capsys):
     assert positive(sweep[0]["median_outside_fit_s"])
     # the seed-style loop (and the warm-worker sweep) ran exactly the trials the sweep ran
     assert sweep[0]["params"] == sweep[1]["params"] == sweep[2]["params"]
+
+
+def test_the_gpu_preset_leaves_the_warm_worker_sweep_to_an_option():
+    bench = load_pipeline()
+    assert bench.parse_args(["--quick"]).sweep_warm is True
+    assert bench.parse_args(["--gpu-default"]).sweep_warm is False
+    assert bench.parse_args(["--gpu-default", "--sweep-warm"]).sweep_warm is True
+    assert bench.parse_args(["--no-sweep-warm"]).sweep_warm is False
