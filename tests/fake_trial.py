@@ -46,3 +46,14 @@ def report_preloaded(argv: list[str]) -> int:
     heavy = ("torch", "torchvision", "albumentations", "covid_sweep.training.trial")
     Path(argv[0]).write_text(json.dumps({name: name in sys.modules for name in heavy}))
     return 0
+
+
+def report_threads(argv: list[str]) -> int:
+    """Entry that writes the thread pools' sizes this trial got: torch, OpenCV and each BLAS/OpenMP runtime."""
+    import cv2
+    import threadpoolctl
+    import torch
+
+    pools = {f"{i['internal_api']}:{i['filepath']}": i["num_threads"] for i in threadpoolctl.threadpool_info()}
+    Path(argv[0]).write_text(json.dumps({"torch": torch.get_num_threads(), "cv2": cv2.getNumThreads(), **pools}))
+    return 0

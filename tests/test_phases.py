@@ -8,6 +8,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from covid_sweep.core.phases import PhaseTimer
 from covid_sweep.data import layout
@@ -87,6 +88,29 @@ def test_the_fork_server_preloads_the_training_stack_for_every_trial(tmp_path):
     assert handle.wait(timeout=120) == 0, (tmp_path / "trial.log").read_text()
     assert json.loads(out.read_text()) == {"torch": True, "torchvision": True, "albumentations": True,
                                            "covid_sweep.training.trial": True}
+
+
+@pytest.mark.parametrize("warm", [False, True])
+def test_a_trial_gets_its_share_of_the_cores_in_every_thread_pool(tmp_path, warm):
+    # the fork server imported numpy, torch and cv2 with all the cores; the controller gives each of K agents
+    # OMP_NUM_THREADS = cores // K, which a library that read it at load would never see
+    import fake_trial
+    import numpy  # noqa: F401 - loads the BLAS, so threadpoolctl sees one here too
+    import threadpoolctl
+
+    from covid_sweep.sweep.launcher import ForkLauncher, WarmLauncher
+
+    assert any(i["user_api"] == "blas" for i in threadpoolctl.threadpool_info())
+    out = tmp_path / "threads.json"
+    launcher = (WarmLauncher if warm else ForkLauncher)(fake_trial.report_threads)
+    handle = launcher.start([str(out)], tmp_path / "trial.log", {**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        assert handle.wait(timeout=120) == 0, (tmp_path / "trial.log").read_text()
+    finally:
+        launcher.close()
+    pools = json.loads(out.read_text())
+    assert any(name.startswith("openblas") or name.startswith("mkl") for name in pools), pools
+    assert set(pools.values()) == {1}, pools
 
 
 EARLY_START = """
