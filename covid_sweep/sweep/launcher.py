@@ -71,7 +71,8 @@ def limit_threads(threads: int) -> None:
     """This trial's share of the cores (the controller's OMP_NUM_THREADS) for every thread pool that the fork
     server's imports sized to all of them before the trial's value existed: torch's, numpy's BLAS (OpenBLAS
     reads the variable once, at load) and OpenCV's. Without it, 8 agents on 16 cores each ran numpy with 16
-    threads (a trial's grouping took 0.38 s in an 8-agent sweep on an H200 box, against 0.02 s alone)."""
+    threads: in an 8-agent sweep on a 16-core H200 box the median trial's grouping (mostly one numpy matmul)
+    took 0.38 s, against 0.02 s for a lone trial on a 2-core Xeon (not yet re-measured with the limit)."""
     import threadpoolctl
 
     torch, cv2 = sys.modules.get("torch"), sys.modules.get("cv2")
