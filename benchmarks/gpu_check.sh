@@ -14,10 +14,12 @@
 #
 # Then, after the benchmark, the trials' fork server's imports once more, with python -X importtime: the
 # benchmark timed them at 14.4 s on an H200 box against ~4 s on a 2-core CPU; run again on a warm page cache,
-# this tells cold disk from slow imports.
+# this tells cold disk from slow imports. Then benchmarks/first_step.py: a trial's first steps stage by stage
+# (context, libraries, model build, augmentation, steps 1-3, evaluation) for vgg16 then resnet50 at 224 px in
+# one fresh process: where the 1.3-1.4 s `warmup` phase goes, and what a warm worker still pays.
 #
 # Files under $OUT: setup.log, gpu.log (the benchmark's output), gpu.json (its results), gpu-util.csv
-# (nvidia-smi), imports.log (-X importtime), tests.log.
+# (nvidia-smi), imports.log (-X importtime), first_step.json, tests.log.
 #
 # Environment:
 #   OUT                    where the files go (set on the device machine; default: a new temporary folder)
@@ -25,6 +27,7 @@
 #   GPU_CHECK_SETUP=0      skip .device/setup.sh: this Python already has every package (a CPU dry run)
 #   GPU_CHECK_SIMULATE=1   block, in every process, the packages the GPU machine lacks (benchmarks/device_sim)
 #   GPU_CHECK_BENCH_S      the benchmark's time limit in seconds
+#   GPU_CHECK_FIRST_STEP   the backbones first_step.py measures (default vgg16,resnet50)
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 started=$SECONDS
@@ -129,12 +132,22 @@ print(f'preload imports: {time.perf_counter() - t:.2f} s', flush=True)" 2>"$OUT/
     stage_done imports "$t0" "$rc"
 }
 
+run_first_step() {
+    say "first steps: benchmarks/first_step.py (one fresh process)"
+    local t0=$SECONDS rc=0
+    timeout -k 10 120 python3 benchmarks/first_step.py --backbones "${GPU_CHECK_FIRST_STEP:-vgg16,resnet50}" \
+        --size 224 --batch 32 --json "$OUT/first_step.json" "${first_step_device[@]}" || rc=$?
+    stage_done first_step "$t0" "$rc"
+}
+
 # the tests that mean something only on CUDA: the allocator check the warm workers use, a real trial whose
 # worker must find the GPU memory released to run the next trial (on a CPU it passes without touching CUDA),
-# fit's best weights kept on the GPU and handed back on the CPU, and a model built on the GPU
+# fit's best weights kept on the GPU and handed back on the CPU, validation images kept on the GPU scoring as on
+# the CPU, and a model built on the GPU
 CUDA_TESTS=(tests/test_warm_workers.py::test_gpu_memory_released_sees_a_tensor_left_on_the_gpu
             tests/test_warm_workers.py::test_a_real_trial_after_another_in_the_same_worker_skips_the_process_start
             tests/test_train.py::test_training_on_cuda_keeps_the_best_weights_on_the_cpu_in_the_result
+            tests/test_train.py::test_validation_images_resident_on_cuda_score_as_on_the_cpu
             tests/test_models.py::test_a_model_built_on_cuda_runs_there)
 
 run_tests() {
@@ -176,5 +189,8 @@ if [ "${GPU_CHECK_SETUP:-1}" != 0 ]; then run_setup; fi
 use_this_tree
 run_benchmark "$@"
 run_imports
+first_step_device=()
+if [ "$cuda" = 0 ]; then first_step_device=(--device cpu); fi
+run_first_step
 run_tests "$cuda"
 summary

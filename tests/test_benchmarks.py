@@ -86,3 +86,20 @@ def test_the_gpu_preset_leaves_the_warm_worker_sweep_to_an_option():
     assert bench.parse_args(["--gpu-default"]).sweep_warm is False
     assert bench.parse_args(["--gpu-default", "--sweep-warm"]).sweep_warm is True
     assert bench.parse_args(["--no-sweep-warm"]).sweep_warm is False
+
+
+def test_first_step_reports_every_stage_for_each_backbone(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("benchmark_first_step", SCRIPT.with_name("first_step.py"))
+    first_step = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(first_step)
+    out = tmp_path / "first_step.json"
+    result = first_step.main(["--backbones", "resnet18,googlenet", "--size", "32", "--batch", "4", "--device", "cpu",
+                              "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert [stage for stage, _ in result["process"]] == ["context", "libraries"]
+    per_model = ["build", "augment 1", "augment 2", "step 1", "step 2", "step 3", "eval 1", "eval 2"]
+    assert list(result["backbones"]) == ["resnet18", "googlenet"]
+    for stages in result["backbones"].values():
+        assert [stage for stage, _ in stages] == per_model
+        assert all(positive(seconds) for _, seconds in stages)
+    assert "googlenet  step 1" in capsys.readouterr().out
