@@ -46,7 +46,7 @@ def bf16_autocast(device: torch.device, enabled: bool = True):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled and native_bf16(device))
 
 
-# validation images kept on the GPU for the whole fit when they take no more than this (1 GiB: ~7,000
+# a fold's validation images are kept on the GPU for the whole fit when they take no more than this (1 GiB: ~7,000
 # images at 224 px); a bigger set is sent batch by batch
 RESIDENT_BYTES = 1 << 30
 
