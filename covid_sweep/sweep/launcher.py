@@ -71,8 +71,9 @@ def limit_threads(threads: int) -> None:
     """This trial's share of the cores (the controller's OMP_NUM_THREADS) for every thread pool that the fork
     server's imports sized to all of them before the trial's value existed: torch's, numpy's BLAS (OpenBLAS
     reads the variable once, at load) and OpenCV's. Without it, 8 agents on 16 cores each ran numpy with 16
-    threads: in an 8-agent sweep on a 16-core H200 box the median trial's grouping (mostly one numpy matmul)
-    took 0.38 s, against 0.02 s for a lone trial on a 2-core Xeon (not yet re-measured with the limit)."""
+    threads: in an 8-agent sweep at 64 px on a 16-core H200 box the median trial's `grouping` phase (mostly one
+    numpy matmul) took 0.38 s, against 0.09-0.12 s with 2 agents on a 2-core Xeon, where the limit changed
+    nothing measurable (1 thread instead of 2); not yet re-measured on a many-core box."""
     import threadpoolctl
 
     torch, cv2 = sys.modules.get("torch"), sys.modules.get("cv2")
