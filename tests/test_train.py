@@ -83,6 +83,7 @@ def test_validation_images_go_to_the_gpu_once_when_they_fit_and_score_the_same(a
     from_tensor = inference.predict_probs(model, torch.from_numpy(np.array(val)), 3, cpu)
     assert from_array.dtype == np.float32 and from_array.shape == (8,)
     assert np.array_equal(from_array, from_tensor)
+    assert inference.predict_probs(model, val[:0], 3, cpu).shape == (0,)  # no images: no probabilities, no error
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
