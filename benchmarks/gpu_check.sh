@@ -133,10 +133,12 @@ print(f'preload imports: {time.perf_counter() - t:.2f} s', flush=True)" 2>"$OUT/
 }
 
 run_first_step() {
+    local cuda=$1 device=auto
+    [ "$cuda" = 1 ] || device=cpu
     say "first steps: benchmarks/first_step.py (one fresh process)"
     local t0=$SECONDS rc=0
     timeout -k 10 120 python3 benchmarks/first_step.py --backbones "${GPU_CHECK_FIRST_STEP:-vgg16,resnet50}" \
-        --size 224 --batch 32 --json "$OUT/first_step.json" "${first_step_device[@]}" || rc=$?
+        --size 224 --batch 32 --device "$device" --json "$OUT/first_step.json" || rc=$?
     stage_done first_step "$t0" "$rc"
 }
 
@@ -189,8 +191,6 @@ if [ "${GPU_CHECK_SETUP:-1}" != 0 ]; then run_setup; fi
 use_this_tree
 run_benchmark "$@"
 run_imports
-first_step_device=()
-if [ "$cuda" = 0 ]; then first_step_device=(--device cpu); fi
-run_first_step
+run_first_step "$cuda"
 run_tests "$cuda"
 summary
