@@ -144,12 +144,14 @@ run_first_step() {
 
 # the tests that mean something only on CUDA: the allocator check the warm workers use, a real trial whose
 # worker must find the GPU memory released to run the next trial (on a CPU it passes without touching CUDA),
-# fit's best weights kept on the GPU and handed back on the CPU, validation images kept on the GPU scoring as on
-# the CPU, and a model built on the GPU
+# fit's best weights kept on the GPU and handed back on the CPU (a fit whose training batches are gathered on the
+# GPU), validation images kept on the GPU scoring as on the CPU, training batches gathered on the GPU being the
+# CPU path's, and a model built on the GPU
 CUDA_TESTS=(tests/test_warm_workers.py::test_gpu_memory_released_sees_a_tensor_left_on_the_gpu
             tests/test_warm_workers.py::test_a_real_trial_after_another_in_the_same_worker_skips_the_process_start
             tests/test_train.py::test_training_on_cuda_keeps_the_best_weights_on_the_cpu_in_the_result
             tests/test_train.py::test_validation_images_resident_on_cuda_score_as_on_the_cpu
+            tests/test_device_augment.py::test_cached_batches_from_images_on_cuda_are_the_batches_of_the_array
             tests/test_models.py::test_a_model_built_on_cuda_runs_there)
 
 run_tests() {

@@ -389,12 +389,14 @@ def loader_workers(cores: int, agents: int) -> int:
 
 
 def augmentation_img_s(config, images, labels, device, augment_on: str, workers: int) -> float:
-    """img/s of fit's own batch path (loader + BatchInput: augmented, normalised, on the device), no model.
-    The first batch (worker start, first touch of the cache) is not timed."""
+    """img/s of fit's own batch path (loader + BatchInput: augmented, normalised, on the device), no model;
+    the images on the GPU when they fit there, as fit puts them. The first batch (worker start, first touch of
+    the cache) is not timed."""
+    from covid_sweep.model.runtime import RESIDENT_BYTES
     from covid_sweep.training import train
 
     config = config.model_copy(update={"augment_on": augment_on, "num_workers": workers})
-    loader = train.batches(config, images, labels, device)
+    loader = train.batches(config, images, labels, device, RESIDENT_BYTES)
     prepare = train.BatchInput(config, device)
     count, started = 0, None
     for batch, y in loader:
@@ -754,7 +756,9 @@ def render_throughput(result: dict) -> str:
         rows.append(cells)
     return "\n".join([
         "Training throughput, img/s (ratios: b/a, c/a = share of the limit; c/b = covid_sweep vs seed; "
-        f"best of {result['settings']['rounds']} alternated rounds of (a), (b), (c))",
+        f"best of {result['settings']['rounds']} alternated rounds of (a), (b), (c)"
+        + (f"; before the rows, one untimed epoch of (b) and (c) on resnet18 warmed the process: "
+           f"{_fmt(result['process_warmup_s'], 1)} s)" if "process_warmup_s" in result else ")"),
         format_table(headers, rows),
         "  (a) synthetic tensors on the device, warm-up excluded; eval-limit = inference img/s, same batch, fp32"
         + ("; 'a tuned' = (a) with cudnn.benchmark (its search excluded; fit leaves it off)" if tuned else ""),
@@ -984,6 +988,12 @@ def run_sections(args, data: Path, work: Path, device, report: Report, torch) ->
 
     limits: dict[tuple, dict] = {}
     result["throughput"] = rows = []
+    if args.rounds == 1:  # with more rounds, the first is the warm-up and the best round is kept
+        size = args.sizes[0]
+        print(f"[throughput] warming the process: one epoch of (b) and (c), resnet18 {size}px, untimed ...",
+              file=sys.stderr, flush=True)
+        result["process_warmup_s"] = warm_process(base.model_copy(update={"input_size": size}), split, labels,
+                                                  train_idx, val_idx, cache_for(size), device)
     for backbone in args.backbones:
         for size in args.sizes:
             print(f"[throughput] {backbone} {size}px ...", file=sys.stderr, flush=True)
@@ -1032,6 +1042,23 @@ def run_sections(args, data: Path, work: Path, device, report: Report, torch) ->
         except (RuntimeError, subprocess.TimeoutExpired) as err:
             result["sweep"] = {"error": str(err), "runners_done": result.get("sweep")}
         report.section(render_sweep(result), "sweep")
+
+
+def warm_process(config, split, labels, train_idx, val_idx, images, device) -> float:
+    """Seconds of one epoch of the seed-style pipeline and of fit, on resnet18, before any row is timed.
+
+    The first use of each path in this process pays once for all rows (on CUDA: loading the kernels of the
+    augmentation, the fp32 convolutions, the allocator's first blocks); that would land in whichever backbone
+    runs first and make the rows depend on their order. A trial pays it in its own process: the trial table's
+    `warmup` phase shows it."""
+    from covid_sweep.training.train import augment_on
+
+    started = time.perf_counter()
+    config = config.model_copy(update={"backbone": "resnet18", "epochs": 1, "patience": 1})
+    measure_seed_style("resnet18", config, [split.paths[i] for i in train_idx], labels[train_idx].tolist(), device, 1, 0)
+    measure_covid("resnet18", config, images, labels, train_idx, val_idx, augment_on(config, device))
+    free_device_memory(device)
+    return time.perf_counter() - started
 
 
 def throughput_row(args, backbone, size, base, split, labels, train_idx, val_idx, images, device, limits,

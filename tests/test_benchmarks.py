@@ -38,6 +38,7 @@ def test_pipeline_benchmark_reports_every_column(tiny_data, tmp_path, capsys):
     assert all(positive(v) for v in saved["section_s"].values())
     printed = capsys.readouterr().out
     assert "  (throughput: " in printed and "  (sweep: " in printed
+    assert positive(saved["process_warmup_s"]) and "warmed the process" in printed  # --rounds 1: warmed first
     for title in ("Training throughput", "Augmentation alone", "Trial wall time", "Where each trial's time went",
                   "Sweep throughput", "device: cpu"):
         assert title in printed

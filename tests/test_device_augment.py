@@ -191,3 +191,48 @@ def test_cached_batches_apply_clahe_on_the_cpu_to_about_half_the_images():
     changed = (batch.numpy() != images).reshape(64, -1).any(1)
     assert 0.3 < changed.mean() < 0.7
     assert not images.flags.writeable or (images == ct_like(2)[None]).all()  # the cache itself untouched
+
+
+def _numbered(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """n images, image i filled with i, labelled i % 2: a batch shows which images it holds, in which order."""
+    return np.stack([np.full((4, 4, 3), i, np.uint8) for i in range(n)]), np.arange(n) % 2
+
+
+def _epochs(loader, n: int = 2) -> list[tuple[list[int], list[int]]]:
+    return [(b[:, 0, 0, 0].tolist(), y.tolist()) for _ in range(n) for b, y in loader]
+
+
+def test_cached_batches_from_images_on_the_device_are_the_batches_of_the_array():
+    images, labels = _numbered(37)
+    config = build_config({"batch_size": 8, "input_size": 32})
+    on_device = CachedBatches(config, torch.from_numpy(images), labels)  # a CPU tensor stands in for the GPU's
+    assert _epochs(on_device) == _epochs(CachedBatches(config, images, labels))
+    batch, y = next(iter(on_device))
+    assert batch.dtype == torch.uint8 and y.dtype == torch.int64
+
+
+def test_cached_batches_refuse_images_on_the_device_when_clahe_needs_them_on_the_cpu():
+    images, labels = _numbered(8)
+    with pytest.raises(ValueError, match="CLAHE"):
+        CachedBatches(build_config({"batch_size": 4, "input_size": 32, "clahe": True}), torch.from_numpy(images), labels)
+
+
+@pytest.mark.parametrize("clahe, limit, resident", [(False, 1 << 20, True), (False, 100, False), (True, 1 << 20, False)])
+def test_training_images_go_to_the_device_once_when_they_fit_and_clahe_is_off(clahe, limit, resident):
+    from covid_sweep.training.train import batches
+
+    images, labels = _numbered(16)  # 768 bytes
+    config = build_config({"batch_size": 4, "input_size": 32, "augment_on": "device", "clahe": clahe})
+    loader = batches(config, images, labels, torch.device("meta"), limit)  # meta: a device without its memory
+    assert isinstance(loader.images, torch.Tensor) is resident
+    assert not resident or loader.images.device.type == "meta"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cached_batches_from_images_on_cuda_are_the_batches_of_the_array():
+    images, labels = _numbered(37)
+    config = build_config({"batch_size": 8, "input_size": 32})
+    on_gpu = CachedBatches(config, torch.from_numpy(images).cuda(), labels)
+    assert _epochs(on_gpu) == _epochs(CachedBatches(config, images, labels))
+    batch, y = next(iter(on_gpu))
+    assert batch.device.type == "cuda" and y.device.type == "cuda"

@@ -86,6 +86,27 @@ def test_validation_images_go_to_the_gpu_once_when_they_fit_and_score_the_same(a
     assert inference.predict_probs(model, val[:0], 3, cpu).shape == (0,)  # no images: no probabilities, no error
 
 
+def test_fit_on_images_kept_on_the_device_trains_as_on_the_arrays(arrays, monkeypatch):
+    """On a GPU fit keeps its images there (training batches gathered, validation scored there); on the CPU the
+    arrays are used as they are. CPU tensors stand in for the GPU's: the same batches, the same training."""
+    from covid_sweep.training import train
+
+    config = build_config({"backbone": "resnet18", "input_size": 32, "epochs": 2, "batch_size": 4, "device": "cpu",
+                           "augment_on": "device", "hflip": True, "rotate": True, "amp": False})
+    on_arrays = fit(config, _model(), *arrays, progress=False)
+    kept = []
+
+    def to_device(images, device, limit=0):
+        kept.append(torch.from_numpy(np.array(images)))
+        return kept[-1]
+
+    monkeypatch.setattr(train, "resident_images", to_device)
+    on_device = fit(config, _model(), *arrays, progress=False)
+    assert [k.shape[0] for k in kept] == [len(arrays[2]), len(arrays[0])]  # validation, then training
+    assert _fingerprint(on_device) == _fingerprint(on_arrays)
+    assert all(torch.equal(on_device.best_state[k], v) for k, v in on_arrays.best_state.items())
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_validation_images_resident_on_cuda_score_as_on_the_cpu(arrays):
     val, gpu = arrays[2], torch.device("cuda")

@@ -46,8 +46,8 @@ def bf16_autocast(device: torch.device, enabled: bool = True):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled and native_bf16(device))
 
 
-# a fold's validation images are kept on the GPU for the whole fit when they take no more than this (1 GiB: ~7,000
-# images at 224 px); a bigger set is sent batch by batch
+# a fit keeps its folds' images on the GPU, validation first, then training (with device augmentation), within
+# this many bytes for all folds (1 GiB: ~7,000 images at 224 px); what does not fit is sent batch by batch
 RESIDENT_BYTES = 1 << 30
 
 

@@ -21,7 +21,7 @@ from covid_sweep.core.goals import improves
 from covid_sweep.core.metrics import binary_metrics
 from covid_sweep.core.phases import PhaseTimer
 from covid_sweep.model.preprocessing import normalize, to_model_input
-from covid_sweep.model.runtime import bf16_autocast, pick_device, predict_probs, resident_images
+from covid_sweep.model.runtime import RESIDENT_BYTES, bf16_autocast, pick_device, predict_probs, resident_images
 from covid_sweep.training import augment
 from covid_sweep.training.batches import CachedBatches
 from covid_sweep.training.device_augment import DeviceAugment
@@ -92,9 +92,13 @@ class BatchInput:
         return normalize(self.augment(batch))
 
 
-def batches(config: TrialConfig, images: np.ndarray, labels: np.ndarray, device: torch.device):
-    """The training batches: uint8 only (device augmentation) or albumentations per image (cpu)."""
+def batches(config: TrialConfig, images: np.ndarray, labels: np.ndarray, device: torch.device,
+            resident_limit: int = 0):
+    """The training batches: uint8 only (device augmentation) or albumentations per image (cpu).
+    resident_limit: bytes the images may take on the GPU, where device augmentation then gathers each batch."""
     if augment_on(config, device) == "device":
+        if not config.clahe:  # CLAHE needs each batch on the CPU
+            images = resident_images(images, device, resident_limit)
         return CachedBatches(config, images, labels, pin_memory=device.type == "cuda")
     return train_loader(config, images, labels, device)
 
@@ -163,17 +167,20 @@ def _evaluate(model, images, labels, config, device) -> tuple[dict, np.ndarray]:
 class FoldRun:
     """One model being trained on one train/val split: its optimizer, schedule, EMA and best state."""
 
-    def __init__(self, config: TrialConfig, model: nn.Module, split: tuple, device: torch.device):
+    def __init__(self, config: TrialConfig, model: nn.Module, split: tuple, device: torch.device,
+                 resident_limit: int = RESIDENT_BYTES):
+        """resident_limit: bytes of this fold's images that may stay on the GPU for the whole fit (validation
+        first, then the training images): sent once, not once per epoch or batch."""
         train_images, train_labels, val_images, val_labels = split
         self.model = model.to(device).to(memory_format=torch.channels_last)
         self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
                     if config.ema > 0 else None)
-        self.loader = batches(config, train_images, train_labels, device)
+        self.val_images = resident_images(val_images, device, resident_limit)
+        left = resident_limit - (val_images.nbytes if isinstance(self.val_images, torch.Tensor) else 0)
+        self.loader = batches(config, train_images, train_labels, device, left)
         self.prepare = BatchInput(config, device)
         self.optimizer = _optimizer(config, self.model)
         self.scheduler = _scheduler(config, self.optimizer, len(self.loader))
-        # scored every epoch: sent to the GPU once, not once per epoch
-        self.val_images = resident_images(val_images, device)
         self.val_labels = np.asarray(val_labels)
         self.best_state: dict | None = None
         self.best_probs: np.ndarray | None = None
@@ -255,7 +262,8 @@ class FirstStep:
 def _fit_folds(config, models, splits, on_epoch, should_stop, progress, warm: FirstStep) -> FitResult:
     torch.manual_seed(config.seed)
     device = pick_device(config.device)
-    folds = [FoldRun(config, model, split, device) for model, split in zip(models, splits)]
+    # one budget of GPU memory for the images of all folds
+    folds = [FoldRun(config, model, split, device, RESIDENT_BYTES // len(splits)) for model, split in zip(models, splits)]
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     mixer = _mixer(config)
 
