@@ -170,9 +170,13 @@ def test_ops_that_are_off_leave_the_batch_as_it_was():
     assert not params.flip.any() and (params.angle == 0).all() and (params.holes == 0).all()
 
 
+def _numbered(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """n images, image i filled with i, labelled i % 2: a batch shows which images it holds, in which order."""
+    return np.stack([np.full((4, 4, 3), i, np.uint8) for i in range(n)]), np.arange(n) % 2
+
+
 def test_cached_batches_cover_every_image_once_per_epoch_with_its_own_label():
-    images = np.stack([np.full((4, 4, 3), i, np.uint8) for i in range(37)])
-    labels = np.arange(37) % 2
+    images, labels = _numbered(37)
     loader = CachedBatches(build_config({"batch_size": 8, "input_size": 32}), images, labels)
     assert len(loader) == 4  # the ragged tail is dropped, as the DataLoader path does
     seen = []
@@ -191,11 +195,6 @@ def test_cached_batches_apply_clahe_on_the_cpu_to_about_half_the_images():
     changed = (batch.numpy() != images).reshape(64, -1).any(1)
     assert 0.3 < changed.mean() < 0.7
     assert not images.flags.writeable or (images == ct_like(2)[None]).all()  # the cache itself untouched
-
-
-def _numbered(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """n images, image i filled with i, labelled i % 2: a batch shows which images it holds, in which order."""
-    return np.stack([np.full((4, 4, 3), i, np.uint8) for i in range(n)]), np.arange(n) % 2
 
 
 def _epochs(loader, n: int = 2) -> list[tuple[list[int], list[int]]]:
