@@ -52,7 +52,8 @@ RESIDENT_BYTES = 1 << 30
 
 
 def resident_images(images: np.ndarray, device: torch.device, limit: int = RESIDENT_BYTES) -> np.ndarray | torch.Tensor:
-    """uint8 images to score every epoch: on the device once when they fit `limit`, else as they are."""
+    """uint8 images a fit uses every epoch (validation, or training batches with device augmentation): on the
+    device once when they fit `limit`, else as they are."""
     if device.type == "cpu" or images.nbytes > limit:
         return np.ascontiguousarray(images)
     return torch.from_numpy(np.require(images, requirements=["W", "C"])).to(device)  # torch wraps no read-only array
