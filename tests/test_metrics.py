@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from covid_sweep.core.metrics import binary_metrics, choose_threshold
+from covid_sweep.core.metrics import TIE, binary_metrics, candidate_cuts, choose_threshold
 
 
 def test_binary_metrics_match_a_hand_count():
@@ -48,3 +48,32 @@ def test_threshold_moves_only_when_it_clearly_pays():
 
 def test_threshold_without_scores_is_half():
     assert choose_threshold([0, 1], [np.nan, np.nan]) == 0.5
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_cut_never_sits_on_or_next_to_a_validation_probability(seed):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 40)
+    # clusters of near-equal scores, as an under-trained model gives: a cut inside one would be float noise
+    p = np.repeat(rng.uniform(0.3, 0.7, 10), 4) + rng.uniform(-3e-5, 3e-5, 40)
+    threshold = choose_threshold(y, p)
+    assert np.abs(p - threshold).min() > TIE / 2
+    # the same images scored again with last-bit differences (another batch, another thread count) decide the same
+    for _ in range(5):
+        noisy = p + rng.uniform(-1e-6, 1e-6, 40)
+        assert ((noisy >= threshold) == (p >= threshold)).all()
+
+
+def test_a_cut_between_two_scores_decides_as_a_cut_at_the_upper_one_did():
+    y = np.array([0, 0, 0, 1, 1, 1])
+    p = np.array([0.05, 0.1, 0.15, 0.2, 0.25, 0.3])  # 0.5 calls all six negative: accuracy 1/2
+    threshold = choose_threshold(y, p)
+    assert threshold == pytest.approx(0.175)  # the middle of the gap the perfect cut lies in
+    assert binary_metrics(y, p, threshold)["acc"] == 1.0
+
+
+def test_candidate_cuts_keep_0_5_only_away_from_every_score():
+    assert 0.5 in candidate_cuts(np.array([0.2, 0.9]))
+    assert 0.5 not in candidate_cuts(np.array([0.2, 0.5 + TIE / 3, 0.9]))
+    cuts = candidate_cuts(np.array([0.2, 0.2 + TIE / 2, 0.9]))  # the first two are one value to a cut
+    assert cuts.tolist() == pytest.approx([0.1, 0.5, (0.2 + TIE / 2 + 0.9) / 2])

@@ -27,6 +27,24 @@ def binary_metrics(y_true, prob, threshold: float = 0.5) -> dict[str, float]:
     }
 
 
+# Probabilities closer than this are one value to a cut. The same image scored in another batch, or with
+# another thread count, differs in the last bits of its float32 logits (a few 1e-6 after the sigmoid at
+# worst); a cut placed at or near a validation probability would flip that image's decision by chance.
+TIE = 1e-4
+
+
+def candidate_cuts(prob: np.ndarray) -> np.ndarray:
+    """Cuts that separate the validation probabilities, each as far from its neighbours as it can be.
+
+    One cut below every probability (all COVID), one in the middle of every gap wider than TIE, and 0.5
+    where no probability lies within TIE of it. No cut ever sits on or next to a probability."""
+    values = np.unique(prob)
+    gaps = np.diff(values)
+    middles = ((values[:-1] + values[1:]) / 2)[gaps > TIE]
+    default = [0.5] if np.abs(values - 0.5).min() > TIE else []
+    return np.unique(np.concatenate([[values[0] / 2], middles, default]))
+
+
 def choose_threshold(y_true, prob) -> float:
     """The probability cut for deciding COVID, chosen on validation with the one-standard-error rule.
 
@@ -36,9 +54,9 @@ def choose_threshold(y_true, prob) -> float:
     """
     y_true = np.asarray(y_true, dtype=int)
     prob = np.asarray(prob, dtype=float)
-    if np.isnan(prob).any():
+    if len(prob) == 0 or np.isnan(prob).any():
         return 0.5
-    candidates = np.unique(np.concatenate([[0.5], prob]))
+    candidates = candidate_cuts(prob)
     scores = np.array([((prob >= t).astype(int) == y_true).mean() for t in candidates])
     best = scores.max()
     standard_error = np.sqrt(best * (1 - best) / len(y_true))
