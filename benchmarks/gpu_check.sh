@@ -123,7 +123,7 @@ run_imports() {
     local t0=$SECONDS rc=0
     python3 -X importtime -c "import time; t = time.perf_counter()
 import importlib
-from covid_sweep.sweep.launcher import AGENT_PRELOAD, GUARD
+from covid_sweep.sweep.control.launcher import AGENT_PRELOAD, GUARD
 for name in (GUARD, *AGENT_PRELOAD):
     importlib.import_module(name)
 print(f'preload imports: {time.perf_counter() - t:.2f} s', flush=True)" 2>"$OUT/imports.log" || rc=$?

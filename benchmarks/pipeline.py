@@ -520,8 +520,8 @@ def measure_trial(args, backbone: str, data: Path, work: Path, cache: Path, limi
     """One real trial: the embedded controller (in this process) forks a trial process running covid_sweep.agent.main
     from its fork server, started beforehand and timed apart (once per controller, not per trial); its phases
     (where its time went) come from the store, as the trial recorded them."""
-    from covid_sweep.sweep.controller import Controller, new_sweep
-    from covid_sweep.sweep.spec import load_spec
+    from covid_sweep.sweep.control.controller import Controller, new_sweep
+    from covid_sweep.sweep.control.spec import load_spec
     from covid_sweep.sweep.store import Store
 
     size, batch_size, epochs = args.trial_size, args.trial_batch, args.trial_epochs

@@ -10,7 +10,8 @@ The store starts empty, so later cycles read more trials, as in a real sweep.
 
 Default store: a fresh SQLite file in a temporary folder per repeat. For PostgreSQL pass a URL of a
 throwaway database (each repeat adds a sweep named bench<N>); `python tests/pg_cluster.py --fsync`
-starts one. --compare runs REV's covid_sweep/sweep/store.py and this tree's in the same process,
+starts one. --compare runs REV's store module (covid_sweep/sweep/store/api.py, or sweep/store.py before
+the sweep package was split) and this tree's in the same process,
 interleaved repeat by repeat, so load on the machine hits both alike.
 Prints the median over repeats of microseconds per cycle and per operation (never hard-coded).
 """
@@ -63,10 +64,23 @@ def one_run(store_class, location, cycles: int, epochs: int) -> dict[str, float]
     return result
 
 
+OLD_STORE_MODULES = {"covid_sweep.sweep.store_location": "covid_sweep.sweep.store.location",
+                     "covid_sweep.sweep.store_sqlite": "covid_sweep.sweep.store.sqlite",
+                     "covid_sweep.sweep.store_postgres": "covid_sweep.sweep.store.postgres"}
+
+
 def store_class_at(rev: str):
-    """The Store class of git revision `rev` (its store.py, importing this tree's other modules)."""
-    source = subprocess.run(["git", "show", f"{rev}:covid_sweep/sweep/store.py"], capture_output=True, text=True,
-                            check=True, cwd=Path(__file__).resolve().parents[1]).stdout
+    """The Store class of git revision `rev` (its store module, importing this tree's other modules)."""
+    root = Path(__file__).resolve().parents[1]
+    for where in ("covid_sweep/sweep/store/api.py", "covid_sweep/sweep/store.py"):
+        shown = subprocess.run(["git", "show", f"{rev}:{where}"], capture_output=True, text=True, cwd=root)
+        if shown.returncode == 0:
+            source = shown.stdout
+            break
+    else:
+        raise SystemExit(f"--compare {rev}: no sweep store module in that revision")
+    for old, new in OLD_STORE_MODULES.items():  # a revision from before the split names the backends' old homes
+        source = source.replace(old, new)
     path = Path(tempfile.mkdtemp()) / "store_at_rev.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("store_at_rev", path)

@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from covid_sweep.sweep import protocol
-from covid_sweep.sweep.child import TrialProcess
+from covid_sweep.sweep.control import protocol
+from covid_sweep.sweep.control.child import TrialProcess
 from covid_sweep.sweep.store import Store
 
 

@@ -17,13 +17,13 @@ from click.testing import CliRunner
 from conftest import wait_for
 
 from covid_sweep.cli import main
-from covid_sweep.sweep.controller import Controller, new_sweep
-from covid_sweep.sweep.launcher import ForkLauncher
+from covid_sweep.sweep.control.controller import Controller, new_sweep
+from covid_sweep.sweep.control.launcher import ForkLauncher
 from covid_sweep.sweep.store import Store
 
 HERE = Path(__file__).parent
 # fake_trial is importable because pytest puts tests/ on sys.path, which the forkserver inherits
-FAKE_LAUNCHER = ForkLauncher(fake_trial.main, preload=("covid_sweep.sweep.child",))
+FAKE_LAUNCHER = ForkLauncher(fake_trial.main, preload=("covid_sweep.sweep.control.child",))
 METRIC = {"name": "val_auc", "goal": "maximize"}
 
 
@@ -184,12 +184,12 @@ def test_seeded_sweep_suggestions_are_reproducible_across_processes(tmp_path):
     import json
 
     import covid_sweep.agent  # noqa: F401 - this process has torch, sklearn, wandb... imported; the fresh one not
-    from covid_sweep.sweep import engine
+    from covid_sweep.sweep.control import engine
 
     config = {"method": "bayes", "metric": {"name": "val_auc", "goal": "maximize"},
               "parameters": {"backbone": {"values": ["a", "b", "c", "d", "e", "f"]},
                                                  "lr": {"min": 0.0, "max": 1.0}}}
-    code = ("import json, sys; from covid_sweep.sweep.store import Store; from covid_sweep.sweep import engine; "
+    code = ("import json, sys; from covid_sweep.sweep.store import Store; from covid_sweep.sweep.control import engine; "
             "s = Store(sys.argv[1]); w = s.sweep('sw'); print(json.dumps(engine.suggest(w, [])))")
     store = Store(tmp_path / "s.db")
     store.create_sweep("sw", "n", "t.yaml", config, None, seed=11)
@@ -200,7 +200,7 @@ def test_seeded_sweep_suggestions_are_reproducible_across_processes(tmp_path):
 
 
 def test_the_trial_argv_the_controller_builds_is_what_the_agent_parses(tmp_path):
-    from covid_sweep.sweep import protocol
+    from covid_sweep.sweep.control import protocol
 
     argv = protocol.embedded_argv(tmp_path / "sweeps.db", 12, tmp_path / "home")
     invocation = protocol.parse(argv)

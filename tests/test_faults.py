@@ -26,12 +26,12 @@ from conftest import wait_for
 
 from covid_sweep.cli import main
 from covid_sweep.core import paths
-from covid_sweep.sweep.controller import Controller, new_sweep
-from covid_sweep.sweep.launcher import ForkLauncher
+from covid_sweep.sweep.control.controller import Controller, new_sweep
+from covid_sweep.sweep.control.launcher import ForkLauncher
 from covid_sweep.sweep.store import Store
 
 HERE = Path(__file__).parent
-FAKE_LAUNCHER = ForkLauncher(fake_trial.main, preload=("covid_sweep.sweep.child",))
+FAKE_LAUNCHER = ForkLauncher(fake_trial.main, preload=("covid_sweep.sweep.control.child",))
 METRIC = {"name": "val_auc", "goal": "maximize"}
 
 

@@ -45,7 +45,7 @@ def test_import_of_the_cli_does_not_import_torch():
 
 
 def test_inference_does_not_import_training():
-    code = ("import sys, covid_sweep.inference.predict, covid_sweep.inference.explain, covid_sweep.sweep.promote, "
+    code = ("import sys, covid_sweep.inference.predict, covid_sweep.inference.explain, covid_sweep.sweep.control.promote, "
             "covid_sweep.inference.export; "
             "print('covid_sweep.training.train' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
@@ -66,8 +66,9 @@ def test_the_benchmark_trial_and_sweep_path_needs_nothing_the_gpu_machine_lacks(
     sim = ROOT / "benchmarks" / "device_sim"
     code = """
 import importlib, sys
-from covid_sweep.sweep.launcher import AGENT_PRELOAD
-path = ["covid_sweep.cli", "covid_sweep.cli.sweep_commands", "covid_sweep.sweep.controller", "covid_sweep.sweep.engine",
+from covid_sweep.sweep.control.launcher import AGENT_PRELOAD
+path = ["covid_sweep.cli", "covid_sweep.cli.sweep_commands", "covid_sweep.sweep.control.controller",
+        "covid_sweep.sweep.control.engine",
         "covid_sweep.agent", "covid_sweep.training.train", "covid_sweep.data.layout", "albumentations.pytorch",
         *AGENT_PRELOAD]
 for name in path:

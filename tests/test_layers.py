@@ -9,7 +9,10 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "covid_sweep"
 
 # the top-level package only sets an environment variable and holds __version__: it counts as core
-TOP_LEVEL = {"covid_sweep": "core", "covid_sweep.__main__": "entry", "covid_sweep.agent": "entry"}
+TOP_LEVEL = {"covid_sweep": "core", "covid_sweep.__main__": "entry", "covid_sweep.agent": "entry",
+             "covid_sweep.sweep": "store"}  # the sweep package itself holds only its docstring
+# sweep/ is three layers: storage at the bottom, control and views beside each other on it
+SWEEP_LAYERS = ("store", "control", "views")
 
 ALLOWED = {
     "core": set(),
@@ -18,9 +21,11 @@ ALLOWED = {
     "tracking": {"core", "data"},
     "training": {"core", "data", "model", "tracking"},
     "inference": {"core", "data", "model"},
-    "sweep": {"core", "data", "model", "tracking", "training", "inference"},
-    "cli": {"core", "data", "model", "tracking", "training", "inference", "sweep"},
-    "entry": {"core", "cli", "sweep"},
+    "store": {"core"},
+    "control": {"core", "data", "model", "tracking", "training", "inference", "store"},
+    "views": {"core", "data", "model", "tracking", "inference", "store"},
+    "cli": {"core", "data", "model", "tracking", "training", "inference", "store", "control", "views"},
+    "entry": {"core", "cli", "control"},
 }
 
 
@@ -40,7 +45,8 @@ def layer_of(name: str) -> str | None:
         return None
     if name in TOP_LEVEL:
         return TOP_LEVEL[name]
-    layer = name.split(".")[1]
+    parts = name.split(".")
+    layer = parts[2] if parts[1] == "sweep" and len(parts) > 2 else parts[1]
     return layer if layer in ALLOWED else f"unplaced:{name}"
 
 
@@ -136,10 +142,29 @@ def test_the_checker_sees_lazy_and_package_relative_imports():
         "covid_sweep.core.config:1 imports covid_sweep.training.trial (core may not import training)"]
     relative = "from ..sweep import store\n"
     assert violations(relative, "covid_sweep.model.artifact") == [
-        "covid_sweep.model.artifact:1 imports covid_sweep.sweep.store (model may not import sweep)"]
+        "covid_sweep.model.artifact:1 imports covid_sweep.sweep.store (model may not import store)"]
     assert violations("import numpy\nfrom covid_sweep.core import files\n", "covid_sweep.data.layout") == []
 
 
 def test_the_cycle_finder_finds_one():
-    assert cycle({("sweep", "entry"), ("entry", "sweep")}) is not None
-    assert cycle({("cli", "sweep"), ("sweep", "core")}) is None
+    assert cycle({("control", "entry"), ("entry", "control")}) is not None
+    assert cycle({("cli", "control"), ("control", "core")}) is None
+
+
+def test_control_and_views_stand_on_the_store_and_never_import_each_other():
+    assert "store" in ALLOWED["control"] and "store" in ALLOWED["views"]
+    assert "views" not in ALLOWED["control"] and "control" not in ALLOWED["views"]
+    assert ALLOWED["store"] == {"core"}
+    assert layer_of("covid_sweep.sweep.views.status") == "views" and layer_of("covid_sweep.sweep.store") == "store"
+    assert violations("from covid_sweep.sweep.views.status import ranked\n", "covid_sweep.sweep.control.promote") == [
+        "covid_sweep.sweep.control.promote:1 imports covid_sweep.sweep.views.status (control may not import views)"]
+
+
+def module_cycle() -> list[str] | None:
+    """A cycle among the package's modules themselves (not only among layers), lazy imports included."""
+    edges = set()
+    for name, path in package_modules():
+        for _, target in imported_modules(path.read_text(), name, path.name == "__init__.py"):
+            if layer_of(target) is not None and target != name and is_module(target):
+                edges.add((name, target))
+    return cycle(edges)

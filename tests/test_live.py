@@ -14,13 +14,13 @@ import pytest
 from conftest import wait_for
 from rich.console import Console
 
-from covid_sweep.sweep.controller import Controller, new_sweep
-from covid_sweep.sweep.launcher import ForkLauncher
-from covid_sweep.sweep.live import LiveView, Running, estimate_left, live_state, render, target
-from covid_sweep.sweep.report import status_json
+from covid_sweep.sweep.control.controller import Controller, new_sweep
+from covid_sweep.sweep.control.launcher import ForkLauncher
 from covid_sweep.sweep.store import Store, Trial
+from covid_sweep.sweep.views.live import LiveView, Running, estimate_left, live_state, render, target
+from covid_sweep.sweep.views.status import status_json
 
-FAKE_LAUNCHER = ForkLauncher(fake_trial.main, preload=("covid_sweep.sweep.child",))
+FAKE_LAUNCHER = ForkLauncher(fake_trial.main, preload=("covid_sweep.sweep.control.child",))
 METRIC = {"name": "val_auc", "goal": "maximize"}
 
 
@@ -89,8 +89,8 @@ def test_running_trials_are_timed_by_the_store_s_clock_not_this_box_s(tmp_path, 
     # on a shared PostgreSQL store a trial's `started` is the database's time; this box's clock may be off
     store, sweep = _mid_sweep(tmp_path)
     skewed = time.time() + 3600.0
-    monkeypatch.setattr("covid_sweep.sweep.live.time.time", lambda: skewed)
-    monkeypatch.setattr("covid_sweep.sweep.report.time.time", lambda: skewed)
+    monkeypatch.setattr("covid_sweep.sweep.views.live.time.time", lambda: skewed)
+    monkeypatch.setattr("covid_sweep.sweep.views.status.time.time", lambda: skewed)
     state = live_state(store, sweep, target(sweep, 0, None), agents=2, started=skewed)
     assert [run.name for run in state.running] == [f"{sweep.id}-003", f"{sweep.id}-004"]
     assert all(0 <= run.seconds < 600 for run in state.running)  # not the hour the local clock is ahead

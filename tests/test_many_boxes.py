@@ -21,10 +21,10 @@ from click.testing import CliRunner
 from conftest import wait_for
 
 from covid_sweep.cli import main
-from covid_sweep.sweep.controller import Controller, new_sweep
-from covid_sweep.sweep.promote import PromotionError, best_finished_trial
+from covid_sweep.sweep.control.controller import Controller, new_sweep
+from covid_sweep.sweep.control.promote import PromotionError, best_finished_trial
 from covid_sweep.sweep.store import SCHEMA_VERSION, Store, StoreError
-from covid_sweep.sweep.store_location import StoreLocationError, mask_password, parse_location
+from covid_sweep.sweep.store.location import StoreLocationError, mask_password, parse_location
 
 HERE = Path(__file__).parent
 REPO = HERE.parent

@@ -13,7 +13,7 @@ import pytest
 from covid_sweep.core.phases import PhaseTimer
 from covid_sweep.data import layout
 from covid_sweep.data.layout import fingerprint, load_split
-from covid_sweep.sweep.controller import Controller, new_sweep
+from covid_sweep.sweep.control.controller import Controller, new_sweep
 from covid_sweep.sweep.store import Store
 
 PHASES = ("process_start", "imports", "wandb_init", "data_fingerprint", "cache_load", "grouping", "model_build",
@@ -77,11 +77,11 @@ def test_fingerprint_is_remembered_until_a_file_changes(tiny_data, monkeypatch):
 
 
 def test_the_fork_server_preloads_the_training_stack_for_every_trial(tmp_path):
-    # sweep.agent imports the training code lazily (a bad `wandb agent` value fails before torch loads), so the
+    # the trial entry imports the training code lazily (a bad `wandb agent` value fails before torch loads), so the
     # launcher must name it: otherwise each trial pays the torch/torchvision/albumentations imports itself
     import fake_trial
 
-    from covid_sweep.sweep.launcher import ForkLauncher
+    from covid_sweep.sweep.control.launcher import ForkLauncher
 
     out = tmp_path / "preloaded.json"
     handle = ForkLauncher(fake_trial.report_preloaded).start([str(out)], tmp_path / "trial.log", dict(os.environ))
@@ -98,7 +98,7 @@ def test_a_trial_gets_its_share_of_the_cores_in_every_thread_pool(tmp_path, warm
     import numpy  # noqa: F401 - loads the BLAS, so threadpoolctl sees one here too
     import threadpoolctl
 
-    from covid_sweep.sweep.launcher import ForkLauncher, WarmLauncher
+    from covid_sweep.sweep.control.launcher import ForkLauncher, WarmLauncher
 
     assert any(i["user_api"] == "blas" for i in threadpoolctl.threadpool_info())
     out = tmp_path / "threads.json"
@@ -117,7 +117,7 @@ EARLY_START = """
 import multiprocessing.forkserver, os, sys
 sys.path.insert(0, sys.argv[1])  # tests/, for fake_trial
 import fake_trial
-from covid_sweep.sweep.launcher import ForkLauncher, agent_preload, start_fork_server
+from covid_sweep.sweep.control.launcher import ForkLauncher, agent_preload, start_fork_server
 
 start_fork_server(agent_preload("sqlite"))
 print(multiprocessing.forkserver._forkserver._forkserver_pid, flush=True)

@@ -11,8 +11,8 @@ import pytest
 from covid_sweep.core import paths
 from covid_sweep.core.goals import improves, rank_key, reaches
 from covid_sweep.core.states import TrialState
-from covid_sweep.sweep.report import ranked
 from covid_sweep.sweep.store import Store
+from covid_sweep.sweep.views.status import ranked
 
 
 @pytest.mark.parametrize("value, best, goal, expected", [

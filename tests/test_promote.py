@@ -14,9 +14,9 @@ from covid_sweep.core import paths
 from covid_sweep.data.layout import DataError
 from covid_sweep.inference.export import ExportError
 from covid_sweep.inference.submission import read_submission
-from covid_sweep.sweep.promote import PromotionError, best_finished_trial, export_best
-from covid_sweep.sweep.report import objective_line, status_table
+from covid_sweep.sweep.control.promote import PromotionError, best_finished_trial, export_best
 from covid_sweep.sweep.store import Store, StoreError
+from covid_sweep.sweep.views.status import objective_line, status_table
 
 MAXIMIZE = {"method": "bayes", "metric": {"name": "val_auc", "goal": "maximize"}, "parameters": {}}
 MINIMIZE = {"method": "random", "metric": {"name": "val_loss", "goal": "minimize"}, "parameters": {}}

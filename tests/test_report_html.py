@@ -23,12 +23,12 @@ from covid_sweep.cli import main
 from covid_sweep.inference.export import Provenance, export_bundle
 from covid_sweep.inference.predict import NO_TTA
 from covid_sweep.model.artifact import load_artifact
-from covid_sweep.sweep.controller import Controller, new_sweep
-from covid_sweep.sweep.launcher import ForkLauncher
-from covid_sweep.sweep.promote import promote_in_store
+from covid_sweep.sweep.control.controller import Controller, new_sweep
+from covid_sweep.sweep.control.launcher import ForkLauncher
+from covid_sweep.sweep.control.promote import promote_in_store
 from covid_sweep.sweep.store import Store
 
-FAKE_LAUNCHER = ForkLauncher(fake_trial.main, preload=("covid_sweep.sweep.child",))
+FAKE_LAUNCHER = ForkLauncher(fake_trial.main, preload=("covid_sweep.sweep.control.child",))
 CONFIG = {"method": "random", "metric": {"name": "val_auc", "goal": "maximize"}, "run_cap": 5,
           "parameters": {"quality": {"min": 0.1, "max": 0.9}, "arch": {"values": ["alpha", "beta"]},
                          "flag": {"values": [False, True]}, "epochs": {"values": [2, 4]}, "epoch_s": {"value": 0.05}}}

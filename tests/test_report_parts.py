@@ -10,11 +10,11 @@ from click.testing import CliRunner
 
 from covid_sweep.cli import main
 from covid_sweep.core.errors import UserError
-from covid_sweep.sweep.importance import FEW_TRIALS, parameter_importance
-from covid_sweep.sweep.report_data import from_store, from_wandb
-from covid_sweep.sweep.report_html import render
-from covid_sweep.sweep.report_model import promoted_model
 from covid_sweep.sweep.store import Store
+from covid_sweep.sweep.views.importance import FEW_TRIALS, parameter_importance
+from covid_sweep.sweep.views.report_data import from_store, from_wandb
+from covid_sweep.sweep.views.report_html import render
+from covid_sweep.sweep.views.report_model import promoted_model
 
 
 def test_importance_finds_the_parameter_that_drives_the_metric_and_its_sign():
@@ -161,7 +161,7 @@ def test_report_help_loads_neither_plotly_nor_the_training_stack():
 
 
 def test_gradcam_captions_say_what_the_file_name_encodes():
-    from covid_sweep.sweep.report_model import gradcam_caption
+    from covid_sweep.sweep.views.report_model import gradcam_caption
 
     assert gradcam_caption("wrong-non-covid-p0.92-64") == "wrong: 64 is non-covid, P(COVID) = 0.92"
     assert gradcam_caption("right-covid-p0.97-scan_10") == "right: scan_10 is covid, P(COVID) = 0.97"

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from covid_sweep.cli import main
-from covid_sweep.sweep.controller import new_sweep
-from covid_sweep.sweep.report import status_view
+from covid_sweep.sweep.control.controller import new_sweep
 from covid_sweep.sweep.store import Store
+from covid_sweep.sweep.views.status import status_view
 
 BAYES = yaml.safe_load(open(__file__.rsplit("/tests/", 1)[0] + "/sweeps/bayes.yaml"))
 BACKBONES = ["efficientnet_b0", "convnext_tiny", "densenet121", "resnet50"]

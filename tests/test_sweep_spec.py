@@ -4,7 +4,7 @@ import pytest
 from click.testing import CliRunner
 
 from covid_sweep.cli import main
-from covid_sweep.sweep.spec import SweepSpecError, load_spec, validate
+from covid_sweep.sweep.control.spec import SweepSpecError, load_spec, validate
 
 SWEEPS = sorted((Path(__file__).resolve().parents[1] / "sweeps").glob("*.yaml"))
 

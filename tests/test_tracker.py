@@ -14,7 +14,7 @@ import pytest
 
 from covid_sweep.core.phases import PhaseTimer
 from covid_sweep.core.states import TrialState
-from covid_sweep.sweep.agent import run_wandb_agent
+from covid_sweep.sweep.control.trial_entry import run_wandb_agent
 from covid_sweep.tracking.tracker import ArtifactUploadError, StartingTracker, Tracker
 
 

@@ -20,7 +20,7 @@ from covid_sweep.inference.export import ExportError
 from covid_sweep.inference.submission import read_submission
 from covid_sweep.model.artifact import write_artifact
 from covid_sweep.model.networks import build_model
-from covid_sweep.sweep.promote import export_best
+from covid_sweep.sweep.control.promote import export_best
 from covid_sweep.tracking import wandb_api
 from covid_sweep.tracking.tracker import api_key_configured
 from covid_sweep.tracking.wandb_api import WandbError

@@ -1,4 +1,4 @@
-"""Warm trial workers (sweep/launcher.py WarmLauncher): one process per agent slot runs successive trials, and
+"""Warm trial workers (sweep/control/launcher.py WarmLauncher): one process per agent slot runs successive trials, and
 the README's isolation guarantees still hold: a crashing trial fails alone and only its worker is replaced; a
 worker whose trial left memory held is replaced; hyperband's stop ends the trial, not the sweep."""
 
@@ -6,12 +6,12 @@ import fake_trial
 import pytest
 import torch
 
-from covid_sweep.sweep.controller import Controller, new_sweep
-from covid_sweep.sweep.launcher import WarmLauncher, gpu_memory_released
+from covid_sweep.sweep.control.controller import Controller, new_sweep
+from covid_sweep.sweep.control.launcher import WarmLauncher, gpu_memory_released
 from covid_sweep.sweep.store import Store
 
 METRIC = {"name": "val_auc", "goal": "maximize"}
-PRELOAD = ("covid_sweep.sweep.child",)
+PRELOAD = ("covid_sweep.sweep.control.child",)
 
 
 def memory_still_held() -> bool:

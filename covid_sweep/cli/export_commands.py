@@ -46,7 +46,7 @@ def export_best(sweep, data, out, registry, home, store, artifacts, tta, tta_vie
     SWEEP is an embedded sweep id (see `covid-sweep status`) or a W&B sweep as entity/project/sweep_id.
     """
     from covid_sweep.inference.predict import views_for
-    from covid_sweep.sweep.promote import export_best as run_export
+    from covid_sweep.sweep.control.promote import export_best as run_export
 
     result = run_export(sweep, resolve_data(data), out, home=home, registry=registry, views=views_for(tta, tta_views),
                         force=force, store=store, artifacts=artifacts)

@@ -23,9 +23,9 @@ def report(sweep_id, out, export_dir, data_dir, home, store) -> None:
     """Write an HTML report of SWEEP_ID (default the latest sweep; entity/project/id for a W&B sweep): trial table,
     parallel coordinates, metric curves, parameter importance, timing and the promoted model."""
     # plotly and sklearn load here, not when the CLI starts
-    from covid_sweep.sweep.report_data import from_store, from_wandb
-    from covid_sweep.sweep.report_html import write_report
-    from covid_sweep.sweep.report_model import promoted_model
+    from covid_sweep.sweep.views.report_data import from_store, from_wandb
+    from covid_sweep.sweep.views.report_html import write_report
+    from covid_sweep.sweep.views.report_model import promoted_model
     from covid_sweep.tracking import wandb_api
 
     if sweep_id and wandb_api.is_wandb_path(sweep_id):

@@ -18,7 +18,7 @@ from covid_sweep.core.errors import UserError
 @click.argument("sweep_file", type=click.Path(dir_okay=False, path_type=Path))
 def validate(sweep_file: Path) -> None:
     """Check SWEEP_FILE against W&B's schema and TrialConfig before any trial starts."""
-    from covid_sweep.sweep.spec import load_spec
+    from covid_sweep.sweep.control.spec import load_spec
 
     config = load_spec(sweep_file)
     click.echo(f"{sweep_file}: valid {config['method']} sweep over {', '.join(config['parameters'])}")
@@ -43,14 +43,14 @@ def sweep(sweep_file, data, count, agents, gpus, resume_id, seed, max_early_fail
           artifacts) -> None:
     """Run SWEEP_FILE with W&B's sweep engine locally: no account, no network; an SQLite store on this box,
     or a PostgreSQL one (--store) that controllers on several boxes share (`--resume ID` on each)."""
-    from covid_sweep.sweep.launcher import agent_preload, start_fork_server
-    from covid_sweep.sweep.store_location import resolve_location
+    from covid_sweep.sweep.control.launcher import agent_preload, start_fork_server
+    from covid_sweep.sweep.store.location import resolve_location
 
     root = paths.home(home)
     # first: the trials' fork server imports torch & co while this process imports the controller and the engine
     start_fork_server(agent_preload(resolve_location(store, root).kind))
-    from covid_sweep.sweep.controller import Controller, new_sweep
-    from covid_sweep.sweep.spec import load_spec
+    from covid_sweep.sweep.control.controller import Controller, new_sweep
+    from covid_sweep.sweep.control.spec import load_spec
     from covid_sweep.sweep.store import open_store
 
     artifacts = Path(artifacts).absolute() if artifacts else None
@@ -92,8 +92,8 @@ def _live_view(store_url: str | None, root: Path, sweep, agents: int, count: int
     if not console.is_terminal:
         yield click.echo
         return
-    from covid_sweep.sweep.live import LiveView
     from covid_sweep.sweep.store import open_store
+    from covid_sweep.sweep.views.live import LiveView
 
     view_store = open_store(store_url, root, create=False)
     try:
@@ -118,7 +118,7 @@ def status(sweep_id, all_params, as_json, home, store) -> None:
     if as_json:
         import json
 
-        from covid_sweep.sweep.report import status_json
+        from covid_sweep.sweep.views.status import status_json
 
         click.echo(json.dumps(status_json(store, store.sweep(sweep_id)), indent=2))
         return
@@ -128,7 +128,7 @@ def status(sweep_id, all_params, as_json, home, store) -> None:
 def _print_status(store, sweep_id: str, all_params: bool = False) -> None:
     from rich.console import Console
 
-    from covid_sweep.sweep.report import objective_line, status_view
+    from covid_sweep.sweep.views.status import objective_line, status_view
 
     # wide enough for the param columns when piped (CI logs, files)
     console = Console() if Console().is_terminal else Console(width=200)

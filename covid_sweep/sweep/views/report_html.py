@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 
 from covid_sweep.core.files import write_text_atomically
-from covid_sweep.sweep import report_figures as figures
-from covid_sweep.sweep.importance import parameter_importance
-from covid_sweep.sweep.report import fmt_duration, fmt_value
-from covid_sweep.sweep.report_data import SweepRecord
-from covid_sweep.sweep.report_model import PromotedModel
+from covid_sweep.sweep.views import report_figures as figures
+from covid_sweep.sweep.views.importance import parameter_importance
+from covid_sweep.sweep.views.report_data import SweepRecord
+from covid_sweep.sweep.views.report_model import PromotedModel
+from covid_sweep.sweep.views.status import fmt_duration, fmt_value
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 24px; color: #222; max-width: 1400px; }

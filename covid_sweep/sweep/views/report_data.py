@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from covid_sweep.sweep.report import duration, objective_split, param_names, ranked
 from covid_sweep.sweep.store import Store
+from covid_sweep.sweep.views.status import duration, objective_split, param_names, ranked
 
 
 @dataclass

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from covid_sweep.sweep.store_location import StoreError
+from covid_sweep.sweep.store.location import StoreError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sweeps (

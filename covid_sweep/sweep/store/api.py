@@ -20,7 +20,7 @@ from typing import Iterator
 
 from covid_sweep.core.goals import improves
 from covid_sweep.core.states import ACTIVE, ENDED, TrialState
-from covid_sweep.sweep.store_location import StoreError, StoreLocation, parse_location, resolve_location
+from covid_sweep.sweep.store.location import StoreError, StoreLocation, parse_location, resolve_location
 
 __all__ = ["SCHEMA_VERSION", "Store", "StoreError", "Sweep", "Trial", "machine_id", "open_store", "process_start"]
 
@@ -123,13 +123,13 @@ class Store:
         self.location = location if isinstance(location, StoreLocation) else parse_location(location)
         self.path = self.location.address  # safe to print: a URL's password is kept apart
         if self.location.kind == "sqlite":
-            from covid_sweep.sweep.store_sqlite import SQLiteBackend
+            from covid_sweep.sweep.store.sqlite import SQLiteBackend
 
             self.backend = SQLiteBackend(self.path, create, SCHEMA_VERSION,
                                          "pass the --home (or $COVID_SWEEP_HOME) where `covid-sweep sweep` ran, "
                                          "or its --store URL")
         else:
-            from covid_sweep.sweep.store_postgres import PostgresBackend
+            from covid_sweep.sweep.store.postgres import PostgresBackend
 
             self.backend = PostgresBackend(self.location, create, SCHEMA_VERSION)
         self.conn = self.backend.conn

@@ -1,6 +1,6 @@
 """The PostgreSQL backend of the sweep store: SQLAlchemy 2 Core (engine, pool, pre-ping) over psycopg 3.
 
-The store's SQL is written once, with `?` placeholders (sweep/store.py); here it runs as psycopg's `%s`.
+The store's SQL is written once, with `?` placeholders (sweep/store/api.py); here it runs as psycopg's `%s`.
 Every statement outside `transaction()` commits on its own (autocommit), as in the SQLite backend. The
 write lock is a transaction-scoped advisory lock: one writer at a time across every box, released at
 COMMIT or ROLLBACK, or by the server when a box dies mid-transaction.
@@ -13,7 +13,7 @@ from typing import Iterator
 
 import sqlalchemy as sa
 
-from covid_sweep.sweep.store_location import StoreError, StoreLocation, mask_password
+from covid_sweep.sweep.store.location import StoreError, StoreLocation, mask_password
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sweeps (

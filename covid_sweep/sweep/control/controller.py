@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from covid_sweep.core.states import ACTIVE, TrialState
-from covid_sweep.sweep import engine, protocol
-from covid_sweep.sweep.launcher import ForkLauncher, TrialHandle, WarmHandle, WarmLauncher, agent_preload
+from covid_sweep.sweep.control import engine, protocol
+from covid_sweep.sweep.control.launcher import ForkLauncher, TrialHandle, WarmHandle, WarmLauncher, agent_preload
 from covid_sweep.sweep.store import Store, Sweep, Trial, machine_id, process_start
 from covid_sweep.tracking.tracker import trial_process_env
 

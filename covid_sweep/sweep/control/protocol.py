@@ -1,8 +1,8 @@
 """The embedded protocol between the controller and a trial process: what starts a trial and what its argv says.
 
 The controller builds the argv with `embedded_argv` and has the launcher run `trial_main`; the trial
-entrypoint (covid_sweep.sweep.agent) reads it back with `parse`. Everything else the two sides share goes
-through the store (sweep/child.py) and signals.
+entrypoint (covid_sweep.sweep.control.trial_entry) reads it back with `parse`. Everything else the two sides share goes
+through the store (sweep/control/child.py) and signals.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ ENTERED_AT = "COVID_SWEEP_ENTERED_AT"
 
 @dataclass(frozen=True)
 class EmbeddedTrial:
-    store: Path | str            # the SQLite file, or the store's URL (never with its password: see store_location)
+    store: Path | str            # the SQLite file, or the store's URL (never with its password: see store/location.py)
     trial_id: int
     artifacts: Path | None = None  # the shared artifacts folder (--artifacts), else HOME/artifacts
 
@@ -56,7 +56,7 @@ def parse(argv: Sequence[str]) -> Invocation:
 def trial_main(argv: list[str]) -> int:
     """What the launcher runs in each forked trial process. The agent is imported here, not at the top:
     the controller that hands this function to the launcher never loads torch itself."""
-    from covid_sweep.sweep.agent import main
+    from covid_sweep.sweep.control.trial_entry import main
 
     return main(argv)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
-from covid_sweep.sweep.importance import ImportanceResult
-from covid_sweep.sweep.report_data import SweepRecord, TrialRecord
-from covid_sweep.sweep.report_model import PromotedModel
+from covid_sweep.sweep.views.importance import ImportanceResult
+from covid_sweep.sweep.views.report_data import SweepRecord, TrialRecord
+from covid_sweep.sweep.views.report_model import PromotedModel
 
 LOG_DISTRIBUTIONS = ("log_uniform", "log_uniform_values", "q_log_uniform", "q_log_uniform_values", "inv_log_uniform",
                      "inv_log_uniform_values")

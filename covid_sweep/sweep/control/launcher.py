@@ -19,19 +19,20 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from covid_sweep.sweep.protocol import ENTERED_AT, LAUNCHED_AT, trial_main
+from covid_sweep.sweep.control.protocol import ENTERED_AT, LAUNCHED_AT, trial_main
 
 Entry = Callable[[list[str]], int]
-GUARD = "covid_sweep.sweep.forkserver_guard"
-# training.trial named on its own: sweep.agent imports it only when a trial starts (a bad `wandb agent`
-# suggestion fails before torch loads), so preloading the agent alone would leave torch to every trial
-AGENT_PRELOAD = ("covid_sweep.sweep.agent", "covid_sweep.sweep.child", "covid_sweep.training.trial", "wandb")
+GUARD = "covid_sweep.sweep.control.forkserver_guard"
+# training.trial named on its own: the trial entry imports it only when a trial starts (a bad `wandb agent`
+# suggestion fails before torch loads), so preloading the entry alone would leave torch to every trial
+AGENT_PRELOAD = ("covid_sweep.sweep.control.trial_entry", "covid_sweep.sweep.control.child",
+                 "covid_sweep.training.trial", "wandb")
 
 
 def agent_preload(store_kind: str) -> tuple[str, ...]:
     """What the fork server imports for trials on a store of this kind: on PostgreSQL, SQLAlchemy and psycopg
     too (once, in the server, not per trial)."""
-    return AGENT_PRELOAD + (("covid_sweep.sweep.store_postgres",) if store_kind == "postgresql" else ())
+    return AGENT_PRELOAD + (("covid_sweep.sweep.store.postgres",) if store_kind == "postgresql" else ())
 
 
 def start_fork_server(preload: tuple[str, ...]) -> None:

@@ -26,7 +26,7 @@ from covid_sweep.core.errors import UserError
 from covid_sweep.core.phases import PhaseTimer
 from covid_sweep.core.states import TrialState
 from covid_sweep.core.stop_request import SIGTERM_STOP
-from covid_sweep.sweep import protocol
+from covid_sweep.sweep.control import protocol
 from covid_sweep.tracking.tracker import (
     ArtifactUploadError,
     StartingTracker,
@@ -58,7 +58,7 @@ def run_embedded(store_location: Path | str, trial_id: int, home: Path, artifact
 
 
 def _run_embedded(store, trial_id: int, home: Path, artifacts: Path | None, timer: PhaseTimer) -> int:
-    from covid_sweep.sweep.child import TrialProcess
+    from covid_sweep.sweep.control.child import TrialProcess
 
     trial = store.trial(trial_id)
     sweep = store.sweep(trial.sweep_id)

@@ -21,8 +21,8 @@ from rich.text import Text
 from covid_sweep.core.config import TrialConfig
 from covid_sweep.core.goals import rank_key
 from covid_sweep.core.states import TrialState
-from covid_sweep.sweep.report import duration, fmt_duration, fmt_value
 from covid_sweep.sweep.store import Store, Sweep, Trial
+from covid_sweep.sweep.views.status import duration, fmt_duration, fmt_value
 
 DONE = (TrialState.FINISHED, TrialState.STOPPED, TrialState.FAILED)
 DEFAULT_EPOCHS = TrialConfig.model_fields["epochs"].default

@@ -24,7 +24,7 @@ from covid_sweep.inference.predict import NO_TTA, check_views
 from covid_sweep.model.artifact import load_artifact
 from covid_sweep.model.runtime import pick_device
 from covid_sweep.sweep.store import Store, Sweep, Trial
-from covid_sweep.sweep.store_location import resolve_location
+from covid_sweep.sweep.store.location import resolve_location
 from covid_sweep.tracking import wandb_api
 
 BEST = "best"

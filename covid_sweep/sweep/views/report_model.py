@@ -13,7 +13,7 @@ from pathlib import Path
 
 from covid_sweep.core.errors import UserError
 from covid_sweep.core.split_record import recorded_split_kind
-from covid_sweep.sweep.report_data import SweepRecord
+from covid_sweep.sweep.views.report_data import SweepRecord
 
 VALIDATION_KEYS = ("val_auc", "val_acc", "val_f1", "val_sensitivity", "val_specificity", "val_loss")
 
