@@ -197,8 +197,10 @@ def test_export_folder_contents_and_model_card(trained, exported):
     assert list(read_submission(out / "submission.csv").labels) == tta.labels.tolist()
     model = out / "model"
     assert sorted(p.name for p in model.iterdir()) == ["config.json", "manifest.json", "metadata.json", "metrics.json",
-                                                        "model.safetensors", "model.torchscript.pt"]
-    for name in ("config.json", "metrics.json", "metadata.json", "model.safetensors", "manifest.json"):
+                                                        "model.safetensors", "model.torchscript.pt",
+                                                        "val_predictions.npz"]
+    for name in ("config.json", "metrics.json", "metadata.json", "model.safetensors", "manifest.json",
+                 "val_predictions.npz"):
         assert (model / name).read_bytes() == (artifact_dir / name).read_bytes()
     # the copied artifact is itself a loadable artifact, the TorchScript file carries its own metadata
     assert load_artifact(model).config == artifact.config

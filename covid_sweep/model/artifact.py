@@ -4,7 +4,9 @@
     config.json         the TrialConfig that made them
     metrics.json        best validation metrics, decision threshold, per-epoch history
     metadata.json       class map, preprocessing, data fingerprint, versions
-    manifest.json       sha256 of the four files above, written last and checked on every load
+    val_predictions.npz every validation image's probability at every scored epoch (model/val_predictions.py);
+                        absent from artifacts written before it existed
+    manifest.json       sha256 of the files above, written last and checked on every load
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ from covid_sweep.core.files import publish_dir, staged_dir
 from covid_sweep.data.layout import CLASS_NAMES
 from covid_sweep.model.networks import build_for_folds
 from covid_sweep.model.preprocessing import Preprocessing, PreprocessingError, preprocessing_spec
+from covid_sweep.model.val_predictions import VAL_PREDICTIONS, ValPredictions, load, save
 
 WEIGHTS = "model.safetensors"
 FILES = (WEIGHTS, "config.json", "metrics.json", "metadata.json")
-MANIFEST = "manifest.json"  # sha256 of each of FILES, written last
+OPTIONAL_FILES = (VAL_PREDICTIONS,)  # listed in the manifest when the artifact has them
+MANIFEST = "manifest.json"  # sha256 of each of FILES (and OPTIONAL_FILES present), written last
 
 
 class ArtifactError(UserError, ValueError):
@@ -46,6 +50,13 @@ class LoadedArtifact:
     @property
     def threshold(self) -> float:
         return float(self.metrics.get("threshold", 0.5))
+
+    @property
+    def val_predictions(self) -> ValPredictions | None:
+        """Every validation image's probability at every scored epoch; None for an artifact from before they
+        were kept. The manifest already vouched for the file."""
+        path = self.path / VAL_PREDICTIONS
+        return load(path) if path.is_file() else None
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -69,7 +80,8 @@ def write_dir_atomically(target: Path, fill) -> Path:
     return target
 
 
-def write_artifact(target: Path, state: dict, config: TrialConfig, metrics: dict, metadata: dict) -> Path:
+def write_artifact(target: Path, state: dict, config: TrialConfig, metrics: dict, metadata: dict,
+                   val_predictions: ValPredictions | None = None) -> Path:
     metadata = {"class_map": dict(enumerate(CLASS_NAMES)), "covid_sweep_version": __version__,
                 "torch_version": torch.__version__, **metadata}
 
@@ -78,6 +90,8 @@ def write_artifact(target: Path, state: dict, config: TrialConfig, metrics: dict
         (tmp / "config.json").write_text(config.to_json() + "\n")
         _dump(tmp / "metrics.json", metrics)
         _dump(tmp / "metadata.json", metadata)
+        if val_predictions is not None:
+            save(val_predictions, tmp / VAL_PREDICTIONS)
         write_manifest(tmp)
 
     return write_dir_atomically(target, fill)
@@ -93,15 +107,29 @@ def _sha256(path: Path) -> str:
 
 def write_manifest(folder: Path) -> None:
     """Written last: the sha256 of every file, so a load can tell a whole artifact from an edited one."""
-    _dump(folder / MANIFEST, {"sha256": {name: _sha256(folder / name) for name in FILES}})
+    names = FILES + tuple(name for name in OPTIONAL_FILES if (folder / name).is_file())
+    _dump(folder / MANIFEST, {"sha256": {name: _sha256(folder / name) for name in names}})
+
+
+def listed_files(path: Path) -> tuple[str, ...]:
+    """The files the manifest vouches for: FILES and the optional ones the artifact was written with."""
+    listed = _read_json(path / MANIFEST).get("sha256")
+    if not isinstance(listed, dict) or not set(FILES) <= set(listed) or not set(listed) <= {*FILES, *OPTIONAL_FILES}:
+        raise ArtifactError(f"{path / MANIFEST}: not a manifest of {', '.join(FILES)} (and optionally "
+                            f"{', '.join(OPTIONAL_FILES)})")
+    return tuple(listed)
 
 
 def verify_manifest(path: Path) -> None:
     """Every file as it was written, else a one-line error naming the first that differs."""
-    listed = _read_json(path / MANIFEST).get("sha256")
-    if not isinstance(listed, dict) or set(listed) != set(FILES):
-        raise ArtifactError(f"{path / MANIFEST}: not a manifest of {', '.join(FILES)}")
-    for name in FILES:
+    listed = _read_json(path / MANIFEST)["sha256"]
+    names = listed_files(path)
+    unlisted = [name for name in OPTIONAL_FILES if name not in listed and (path / name).exists()]
+    if unlisted:
+        raise ArtifactError(f"{path / unlisted[0]}: not in {MANIFEST}; it was added after the artifact was written")
+    for name in names:
+        if not (path / name).is_file():
+            raise ArtifactError(f"{path / name}: missing, but listed in {MANIFEST}")
         if _sha256(path / name) != listed[name]:
             raise ArtifactError(f"{path / name}: changed since the artifact was written (sha256 differs from "
                                 f"{MANIFEST}); re-export or retrain rather than edit an artifact")

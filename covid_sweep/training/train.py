@@ -54,6 +54,8 @@ class FitResult:
     val_labels: np.ndarray
     val_probs: np.ndarray
     stopped: bool = False
+    # every scored epoch's validation probabilities (E, N), in val_labels' order: the selection's replay needs them
+    epoch_probs: np.ndarray | None = None
 
 
 class AugmentedImages(Dataset):
@@ -268,6 +270,7 @@ def _fit_folds(config, models, splits, on_epoch, should_stop, progress, warm: Fi
     mixer = _mixer(config)
 
     history: list[dict] = []
+    epoch_probs: list[np.ndarray] = []
     best, best_epoch, bad_epochs, stopped = None, 0, 0, False
     epochs = tqdm(range(1, config.epochs + 1), desc=f"{config.backbone}", unit="epoch", disable=not progress, leave=False)
     try:
@@ -284,6 +287,7 @@ def _fit_folds(config, models, splits, on_epoch, should_stop, progress, warm: Fi
             record = {"epoch": epoch, **_mean_records(records), "lr": folds[0].optimizer.param_groups[0]["lr"],
                       "epoch_time": time.perf_counter() - started}
             history.append(record)
+            epoch_probs.append(np.concatenate([fold.probs for fold in folds]).astype(np.float32))
             value = record[config.monitor]
             if improves(value, best, config.monitor_goal):
                 best, best_epoch, bad_epochs = value, epoch, 0
@@ -311,7 +315,8 @@ def _fit_folds(config, models, splits, on_epoch, should_stop, progress, warm: Fi
     # out-of-fold predictions: with K folds every training image is scored once, by the model that never saw it
     return FitResult(history=history, best_epoch=best_epoch, best=best_record, best_state=state,
                      val_labels=np.concatenate([f.val_labels for f in folds]),
-                     val_probs=np.concatenate([f.best_probs for f in folds]), stopped=stopped)
+                     val_probs=np.concatenate([f.best_probs for f in folds]), stopped=stopped,
+                     epoch_probs=np.stack(epoch_probs) if epoch_probs else None)
 
 
 def _train_one_epoch(model, ema, loader, prepare, optimizer, scheduler, loss_fn, mixer, config, device, should_stop,

@@ -20,6 +20,7 @@ from covid_sweep.model.artifact import write_artifact
 from covid_sweep.model.networks import build_model
 from covid_sweep.model.preprocessing import preprocessing_spec
 from covid_sweep.model.runtime import pick_device
+from covid_sweep.model.val_predictions import ValPredictions
 from covid_sweep.tracking.tracker import Tracker
 from covid_sweep.training.train import fit_folds
 
@@ -95,21 +96,35 @@ def run_trial(
                     if k != "auc"}  # AUC does not depend on the cut
     metrics = {"monitor": config.monitor, "goal": config.monitor_goal, "best_epoch": result.best_epoch,
                "best": result.best, "threshold": threshold, **at_threshold, "state": state, "history": result.history}
+    predictions = val_predictions(result, groups, index_pairs, train.ids)
     metadata = {"trial": trial_name, "preprocessing": preprocessing_spec(config.input_size),
                 "data_fingerprint": data_fingerprint, "data_dir": str(data_dir),
-                "validation": validation_record(config, groups, index_pairs, train.ids)}
+                "validation": {**validation_record(config, groups, index_pairs, train.ids),
+                               "split_key": predictions.split_key}}
     with timer.phase("artifact_write"):
-        path = write_artifact(Path(artifact_dir), result.best_state, config, metrics, metadata)
+        path = write_artifact(Path(artifact_dir), result.best_state, config, metrics, metadata, predictions)
     if tracker:
         with timer.phase("wandb_log"):
             tracker.summarize(result.best, config.monitor, {"threshold": threshold, "epochs_run": len(result.history),
-                                                            "split": metadata["validation"]["split"]})
+                                                            "split": metadata["validation"]["split"],
+                                                            "split_key": predictions.split_key,
+                                                            "data_fingerprint": data_fingerprint})
             tracker.log_evaluation(result.val_labels, result.val_probs, threshold)
             tracker.log_model(path, name=artifact_name or f"model-{trial_name or tracker.run.id}",
                               metadata={"config": config.model_dump(mode="json"), "metrics": result.best,
                                         "threshold": threshold, **metadata})
     return TrialResult(state=state, artifact=path, best=result.best, best_epoch=result.best_epoch,
                        epochs_run=len(result.history), threshold=threshold, split=metadata["validation"]["split"])
+
+
+def val_predictions(result, groups: Groups, index_pairs, ids) -> ValPredictions:
+    """Every scored epoch's probability of every validation image, with what a replay of the sweep's selection
+    needs beside it: file name, label, fold and group (fit_folds orders images fold by fold, as index_pairs)."""
+    val = np.concatenate([v for _, v in index_pairs])
+    folds = np.concatenate([np.full(len(v), k) for k, (_, v) in enumerate(index_pairs)])
+    return ValPredictions.build(files=[ids[i] for i in val], labels=result.val_labels, folds=folds,
+                                groups=np.asarray(groups.labels)[val], epochs=[h["epoch"] for h in result.history],
+                                probs=result.epoch_probs)
 
 
 def validation_record(config: TrialConfig, groups: Groups, index_pairs, ids) -> dict:

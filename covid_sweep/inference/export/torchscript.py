@@ -20,7 +20,7 @@ from covid_sweep import __version__
 from covid_sweep.core.files import disk_errors, ensure_free_space
 from covid_sweep.inference.export.errors import ExportError
 from covid_sweep.inference.predict import predict_images
-from covid_sweep.model.artifact import FILES, MANIFEST, LoadedArtifact
+from covid_sweep.model.artifact import MANIFEST, LoadedArtifact, listed_files
 from covid_sweep.model.preprocessing import Preprocessing
 
 TORCHSCRIPT = "model.torchscript.pt"
@@ -84,7 +84,7 @@ def export_torchscript(artifact: LoadedArtifact, target: Path) -> Path:
 def write_model_dir(artifact: LoadedArtifact, target: Path) -> Path:
     """target/: model.safetensors, model.torchscript.pt, config.json, metrics.json, metadata.json."""
     target.mkdir(parents=True, exist_ok=True)
-    for name in (*FILES, MANIFEST):
+    for name in (*listed_files(artifact.path), MANIFEST):
         shutil.copyfile(artifact.path / name, target / name)
     export_torchscript(artifact, target / TORCHSCRIPT)
     return target
