@@ -15,7 +15,8 @@ REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "covid-ct"
 
 
 def scripted_probs(path, images):
-    """Probabilities of an exported TorchScript file for uint8 NHWC images, as a user would load it."""
+    """Probabilities of an exported TorchScript file for uint8 NHWC images (an ensemble's: a list of batches, one
+    per input size), as a user would load it."""
     import warnings
 
     import torch
@@ -24,6 +25,8 @@ def scripted_probs(path, images):
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice, not ours
         scripted = torch.jit.load(str(path))
     with torch.no_grad():
+        if isinstance(images, list):
+            return scripted([torch.from_numpy(batch) for batch in images]).numpy()
         return scripted(torch.from_numpy(images)).numpy()
 
 

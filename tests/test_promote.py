@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers.sweeps import MINIMIZE, add_trial, new_store
 from rich.console import Console
 
 from covid_sweep.cli import main
@@ -15,38 +16,13 @@ from covid_sweep.data.layout import DataError
 from covid_sweep.inference.export import ExportError
 from covid_sweep.inference.submission import read_submission
 from covid_sweep.sweep.control.promote import PromotionError, best_finished_trial, export_best
-from covid_sweep.sweep.store import Store, StoreError
+from covid_sweep.sweep.store import StoreError
 from covid_sweep.sweep.views.status import objective_line, status_table
-
-MAXIMIZE = {"method": "bayes", "metric": {"name": "val_auc", "goal": "maximize"}, "parameters": {}}
-MINIMIZE = {"method": "random", "metric": {"name": "val_loss", "goal": "minimize"}, "parameters": {}}
-
-
-
 
 
 @pytest.fixture
 def home(tmp_path) -> Path:
     return tmp_path / "home"
-
-
-def new_store(home: Path, config: dict = MAXIMIZE, sweep_id: str = "sw1") -> Store:
-    store = Store(paths.store_path(home))
-    store.create_sweep(sweep_id, "test", "test.yaml", config, None, 0)
-    return store
-
-
-def add_trial(store: Store, name: str, state: str, values: list[float], artifact: Path | None, sweep_id: str = "sw1"):
-    """A trial as the controller and trial process leave it: launched, epochs logged, ended."""
-    sweep = store.sweep(sweep_id)
-    trial = store.add_trial(sweep_id, name, {"lr": 1e-3}, owner="test:1")
-    if state != "pending":
-        store.mark_running(trial.id, pid=1)
-        for epoch, value in enumerate(values, start=1):
-            store.log_epoch(trial.id, {"epoch": epoch, sweep.metric: value}, sweep.metric, sweep.goal)
-        if state != "running":
-            assert store.end_trial(trial.id, state, artifact=str(artifact) if artifact else None)
-    return store.trial(trial.id)
 
 
 def fake_artifact(tmp_path: Path, name: str) -> Path:

@@ -2,7 +2,7 @@
 
 The fakes mimic exactly the attributes and methods of wandb 0.31's public API that the seam uses:
 api.sweep/run/artifact, sweep.config/runs/best_run(), run.id/name/path/state/summary_metrics/
-logged_artifacts(), artifact.qualified_name/type/version/aliases/save()/link()/download().
+logged_artifacts(), artifact.qualified_name/type/version/aliases/metadata/save()/link()/download()/get_entry(), entry.download().
 """
 
 from __future__ import annotations
@@ -28,10 +28,20 @@ from covid_sweep.tracking.wandb_api import WandbError
 SWEEP = "ent/proj/swp1"
 
 
+class FakeEntry:
+    def __init__(self, source: Path):
+        self.source = source
+
+    def download(self, root=None):
+        shutil.copyfile(self.source, Path(root) / self.source.name)
+        return str(Path(root) / self.source.name)
+
+
 class FakeArtifact:
     def __init__(self, qualified_name: str, type: str = "model", aliases=("latest",), source: Path | None = None):
         self.qualified_name, self.type, self.aliases, self.source = qualified_name, type, list(aliases), source
         self.version = qualified_name.rpartition(":")[2]
+        self.metadata: dict = {}
         self.saved: list[list[str]] = []
         self.links: list[tuple[str, list[str]]] = []
         self.downloads: list[str] = []
@@ -42,6 +52,11 @@ class FakeArtifact:
     def link(self, target_path, aliases=None):
         self.links.append((target_path, list(aliases or [])))
         return self
+
+    def get_entry(self, name):
+        if self.source is None or not (self.source / name).is_file():
+            raise KeyError(f"Path not contained in artifact: {name}")
+        return FakeEntry(self.source / name)
 
     def download(self, root=None):
         self.downloads.append(str(root))

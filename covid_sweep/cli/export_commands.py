@@ -40,8 +40,15 @@ def _summary(prediction) -> str:
 @artifacts_option
 @tta_options
 @force_option
-def export_best(sweep, data, out, registry, home, store, artifacts, tta, tta_views, force) -> None:
-    """Promote the best finished trial of SWEEP and export it: submission, model, model card.
+@click.option("--ensemble", is_flag=True, help="Also try greedy ensemble selection over the sweep's comparable "
+              "finished trials; it is promoted only when its selection-corrected estimate beats the best trial's.")
+@click.option("--samples", type=click.IntRange(min=50), default=2000, show_default=True,
+              help="Bootstrap samples of the selection-corrected estimate.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was promoted, its estimate and scores as JSON.")
+def export_best(sweep, data, out, registry, home, store, artifacts, tta, tta_views, force, ensemble, samples,
+                as_json) -> None:
+    """Promote the best finished trial of SWEEP (or, with --ensemble, the greedy ensemble of its trials where
+    that is better on validation) and export it: submission, model, model card.
 
     SWEEP is an embedded sweep id (see `covid-sweep status`) or a W&B sweep as entity/project/sweep_id.
     """
@@ -49,10 +56,16 @@ def export_best(sweep, data, out, registry, home, store, artifacts, tta, tta_vie
     from covid_sweep.sweep.control.promote import export_best as run_export
 
     result = run_export(sweep, resolve_data(data), out, home=home, registry=registry, views=views_for(tta, tta_views),
-                        force=force, store=store, artifacts=artifacts)
+                        force=force, store=store, artifacts=artifacts, ensemble=ensemble, samples=samples)
+    if as_json:
+        click.echo(json.dumps(_export_json(result), indent=2, default=str))
+        return
     p = result.provenance
     value = f"{p.value:.4f}" if isinstance(p.value, float) else p.value
-    click.echo(f"best finished trial of sweep {p.sweep_id}: {p.trial_id} ({p.metric}={value}, {p.goal})")
+    what = "promoted" if result.choice.kind == "ensemble" else "best finished trial"
+    click.echo(f"{what} of sweep {p.sweep_id}: {p.trial_id} ({p.metric}={value}, {p.goal}) · "
+               f"{result.choice.estimate_text}")
+    click.echo(f"why: {result.choice.note}")
     for line in result.recorded:
         click.echo(f"promoted: {line}")
     if result.previous:
@@ -62,8 +75,24 @@ def export_best(sweep, data, out, registry, home, store, artifacts, tta, tta_vie
     estimate = result.export.estimate
     if estimate.test is not None:
         val, test = estimate.validation.get("auc", float("nan")), estimate.test["auc"]
-        click.echo(f"validation AUC {val:.3f} ({estimate.split}) vs test AUC {test:.3f} (test_labels.csv): "
-                   f"gap {val - test:+.3f}")
+        click.echo(f"validation AUC {val:.3f} ({estimate.split}) vs test AUC {test:.3f} (test_labels.csv, scored once "
+                   f"after the choice): gap {val - test:+.3f}")
+
+
+def _export_json(result) -> dict:
+    """export-best --json: stable keys for scripts."""
+    p, export, choice = result.provenance, result.export, result.choice
+    prediction = export.prediction
+    return {"sweep": p.sweep_id, "metric": p.metric, "goal": p.goal,
+            "promoted": {"kind": choice.kind, "name": choice.name, "trial": choice.trial,
+                         "members": choice.selection.get("members") if choice.kind == "ensemble" else None,
+                         "validation_value": p.value, "artifact": str(choice.artifact_dir)},
+            "why": choice.note, "selection_estimate": choice.selection,
+            "recorded": result.recorded, "previous": result.previous,
+            "prediction": {"images": len(prediction.ids), "predicted_covid": int(prediction.labels.sum()),
+                           "threshold": prediction.threshold, "views": list(prediction.views)},
+            "validation": {"split": export.estimate.split, **export.estimate.validation},
+            "test": export.estimate.test, "out": str(export.out_dir), "files": list(export.files)}
 
 
 @click.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -12,6 +13,7 @@ from torch import nn
 
 from covid_sweep.data.layout import CLASS_NAMES, Split, decode_resized
 from covid_sweep.model.artifact import LoadedArtifact
+from covid_sweep.model.ensemble_artifact import LoadedEnsemble
 from covid_sweep.model.networks import Ensemble
 from covid_sweep.model.preprocessing import Preprocessing, to_model_input
 from covid_sweep.model.runtime import predict_probs
@@ -81,14 +83,37 @@ def most_confident(probs: np.ndarray, labels: np.ndarray, threshold: float, n: i
     return right + wrong
 
 
-def explain(artifact: LoadedArtifact, split: Split, labels: np.ndarray, out: Path, n: int = 4) -> list[Explained]:
+def _single_view(artifact: LoadedArtifact, split: Split) -> tuple[np.ndarray, np.ndarray, Callable]:
+    """(images at the model's size, P(COVID), chosen indices -> heat maps)."""
     preprocessing = artifact.preprocessing
     images = decode_resized(split, preprocessing.input_size)
     device = next(artifact.model.parameters()).device
     probs = predict_probs(artifact.model, images, artifact.config.batch_size, device, preprocessing.mean, preprocessing.std)
+    return images, probs, lambda chosen: grad_cam(artifact.model, images[chosen], preprocessing)
+
+
+def _ensemble_view(ensemble: LoadedEnsemble, split: Split) -> tuple[np.ndarray, np.ndarray, Callable]:
+    """As _single_view, for a weighted ensemble: each member sees its own input size; its maps are resized to the
+    largest and averaged with the members' weights, as their probabilities are."""
+    size = max(ensemble.input_sizes)
+    views = [(m.weight, _single_view(m.artifact, split)) for m in ensemble.members]
+    probs = sum(weight * view[1].astype(np.float64) for weight, view in views)
+
+    def cams(chosen: list[int]) -> np.ndarray:
+        resized = [weight * np.stack([cv2.resize(cam, (size, size), interpolation=cv2.INTER_LINEAR)
+                                      for cam in view[2](chosen)]) for weight, view in views]
+        return np.clip(sum(resized), 0, 1)
+
+    return decode_resized(split, size), probs, cams
+
+
+def explain(artifact: LoadedArtifact | LoadedEnsemble, split: Split, labels: np.ndarray, out: Path,
+            n: int = 4) -> list[Explained]:
+    images, probs, heat_maps = (_ensemble_view(artifact, split) if isinstance(artifact, LoadedEnsemble)
+                                else _single_view(artifact, split))
     chosen = most_confident(probs, labels, artifact.threshold, n)
     out.mkdir(parents=True, exist_ok=True)
-    cams = grad_cam(artifact.model, images[chosen], preprocessing) if chosen else []
+    cams = heat_maps(chosen) if chosen else []
     written = []
     for index, cam in zip(chosen, cams):
         correct = int(probs[index] >= artifact.threshold) == labels[index]

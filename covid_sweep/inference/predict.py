@@ -23,6 +23,7 @@ from covid_sweep.core.files import ExistsError, write_files_atomically
 from covid_sweep.data.layout import decode_resized, load_split, read_label_csv
 from covid_sweep.inference.submission import SubmissionError, probabilities_text, refuse_existing, submission_text
 from covid_sweep.model.artifact import LoadedArtifact, load_artifact
+from covid_sweep.model.ensemble_artifact import LoadedEnsemble
 from covid_sweep.model.preprocessing import Preprocessing
 from covid_sweep.model.runtime import pick_device, predict_probs
 
@@ -87,9 +88,16 @@ def predict_images(model: torch.nn.Module, images: np.ndarray, batch_size: int, 
     return (total / len(views)).astype(np.float32)
 
 
-def predict_split(artifact: LoadedArtifact, data_dir: Path, split: str = "test", views: Sequence[str] = NO_TTA,
-                  device: torch.device | None = None, batch_size: int | None = None) -> Prediction:
-    """P(COVID) for every image of a split (test: the ids of sample_submission.csv, in its order)."""
+def predict_split(artifact: LoadedArtifact | LoadedEnsemble, data_dir: Path, split: str = "test",
+                  views: Sequence[str] = NO_TTA, device: torch.device | None = None,
+                  batch_size: int | None = None) -> Prediction:
+    """P(COVID) for every image of a split (test: the ids of sample_submission.csv, in its order). An ensemble's
+    is the weighted mean of its members', each member fed its own input size and preprocessing."""
+    if isinstance(artifact, LoadedEnsemble):
+        parts = [(m.weight, predict_split(m.artifact, data_dir, split, views, device, batch_size)) for m in artifact.members]
+        probs = sum(weight * part.probs.astype(np.float64) for weight, part in parts)
+        return Prediction(ids=parts[0][1].ids, probs=probs.astype(np.float32), threshold=artifact.threshold,
+                          views=tuple(views))
     data = load_split(Path(data_dir), split)
     preprocessing = artifact.preprocessing
     images = decode_resized(data, preprocessing.input_size)

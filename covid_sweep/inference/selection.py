@@ -103,6 +103,12 @@ class Estimate:
                 "samples": self.samples, "trials": self.trials, "images": self.images, "groups": self.groups,
                 "selected_value": self.selected}
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "Estimate":
+        return cls(metric=data["metric"], point=data["estimate"], low=data["low"], high=data["high"],
+                   samples=data["samples"], trials=data["trials"], images=data["images"], groups=data["groups"],
+                   selected=data["selected_value"])
+
     def text(self) -> str:
         return f"selection-corrected {self.point:.3f} [{self.low:.3f}, {self.high:.3f}]"
 

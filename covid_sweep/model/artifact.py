@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,21 +20,30 @@ from safetensors.torch import load_file, save_file
 
 from covid_sweep import __version__
 from covid_sweep.core.config import TrialConfig, build_config
-from covid_sweep.core.errors import UserError
 from covid_sweep.core.files import publish_dir, staged_dir
 from covid_sweep.data.layout import CLASS_NAMES
+from covid_sweep.model.artifact_files import (
+    FILES,
+    MANIFEST,
+    OPTIONAL_FILES,
+    WEIGHTS,
+    ArtifactError,
+    ArtifactRecord,
+    dump_json,
+    listed_files,
+    read_json,
+    read_record,
+    verify_manifest,
+    write_manifest,
+)
 from covid_sweep.model.networks import build_for_folds
 from covid_sweep.model.preprocessing import Preprocessing, PreprocessingError, preprocessing_spec
 from covid_sweep.model.val_predictions import VAL_PREDICTIONS, ValPredictions, load, save
 
-WEIGHTS = "model.safetensors"
-FILES = (WEIGHTS, "config.json", "metrics.json", "metadata.json")
-OPTIONAL_FILES = (VAL_PREDICTIONS,)  # listed in the manifest when the artifact has them
-MANIFEST = "manifest.json"  # sha256 of each of FILES (and OPTIONAL_FILES present), written last
+__all__ = ["FILES", "MANIFEST", "OPTIONAL_FILES", "WEIGHTS", "ArtifactError", "ArtifactRecord", "LoadedArtifact",
+           "listed_files", "load_artifact", "read_record", "verify_manifest", "write_artifact", "write_manifest"]
 
 
-class ArtifactError(UserError, ValueError):
-    """A model artifact directory is missing or incomplete."""
 
 
 @dataclass
@@ -65,10 +72,6 @@ class LoadedArtifact:
         return Preprocessing.from_spec(self.metadata.get("preprocessing") or preprocessing_spec(self.config.input_size))
 
 
-def _dump(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=2, default=str, allow_nan=True) + "\n")
-
-
 def write_dir_atomically(target: Path, fill) -> Path:
     """Build the directory under a temporary name beside `target`, then rename: never half a directory."""
     target = Path(target)
@@ -88,61 +91,13 @@ def write_artifact(target: Path, state: dict, config: TrialConfig, metrics: dict
     def fill(tmp: Path) -> None:
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / WEIGHTS))
         (tmp / "config.json").write_text(config.to_json() + "\n")
-        _dump(tmp / "metrics.json", metrics)
-        _dump(tmp / "metadata.json", metadata)
+        dump_json(tmp / "metrics.json", metrics)
+        dump_json(tmp / "metadata.json", metadata)
         if val_predictions is not None:
             save(val_predictions, tmp / VAL_PREDICTIONS)
         write_manifest(tmp)
 
     return write_dir_atomically(target, fill)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_manifest(folder: Path) -> None:
-    """Written last: the sha256 of every file, so a load can tell a whole artifact from an edited one."""
-    names = FILES + tuple(name for name in OPTIONAL_FILES if (folder / name).is_file())
-    _dump(folder / MANIFEST, {"sha256": {name: _sha256(folder / name) for name in names}})
-
-
-def listed_files(path: Path) -> tuple[str, ...]:
-    """The files the manifest vouches for: FILES and the optional ones the artifact was written with."""
-    listed = _read_json(path / MANIFEST).get("sha256")
-    if not isinstance(listed, dict) or not set(FILES) <= set(listed) or not set(listed) <= {*FILES, *OPTIONAL_FILES}:
-        raise ArtifactError(f"{path / MANIFEST}: not a manifest of {', '.join(FILES)} (and optionally "
-                            f"{', '.join(OPTIONAL_FILES)})")
-    return tuple(listed)
-
-
-def verify_manifest(path: Path) -> None:
-    """Every file as it was written, else a one-line error naming the first that differs."""
-    listed = _read_json(path / MANIFEST)["sha256"]
-    names = listed_files(path)
-    unlisted = [name for name in OPTIONAL_FILES if name not in listed and (path / name).exists()]
-    if unlisted:
-        raise ArtifactError(f"{path / unlisted[0]}: not in {MANIFEST}; it was added after the artifact was written")
-    for name in names:
-        if not (path / name).is_file():
-            raise ArtifactError(f"{path / name}: missing, but listed in {MANIFEST}")
-        if _sha256(path / name) != listed[name]:
-            raise ArtifactError(f"{path / name}: changed since the artifact was written (sha256 differs from "
-                                f"{MANIFEST}); re-export or retrain rather than edit an artifact")
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ArtifactError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(value, dict):
-        raise ArtifactError(f"{path}: expected a JSON object")
-    return value
 
 
 def _load_weights(path: Path, config: TrialConfig, device) -> torch.nn.Module:
@@ -156,7 +111,18 @@ def _load_weights(path: Path, config: TrialConfig, device) -> torch.nn.Module:
     return model.to(device).eval()
 
 
-def load_artifact(path: Path, device: str | torch.device = "cpu") -> LoadedArtifact:
+def load_artifact(path: Path, device: str | torch.device = "cpu"):
+    """A trial's artifact (LoadedArtifact) or a weighted ensemble of trials (LoadedEnsemble, a folder with
+    ensemble.json): either is checked whole against its manifest before anything is used."""
+    from covid_sweep.model.ensemble_artifact import is_ensemble, load_ensemble  # it builds on this module
+
+    if Path(path).is_dir() and is_ensemble(path):
+        return load_ensemble(path, device)
+    return load_single(path, device)
+
+
+def load_single(path: Path, device: str | torch.device = "cpu") -> LoadedArtifact:
+    """One trial's artifact: a single model or a K-fold ensemble of one recipe."""
     path = Path(path)
     if not path.is_dir():
         raise ArtifactError(f"{path}: model artifact directory not found")
@@ -165,14 +131,14 @@ def load_artifact(path: Path, device: str | torch.device = "cpu") -> LoadedArtif
         raise ArtifactError(f"{path}: incomplete model artifact, missing {', '.join(missing)}")
     if (path / MANIFEST).exists():  # artifacts written before manifests existed still load, checked below
         verify_manifest(path)
-    config = build_config(_read_json(path / "config.json"), source=str(path / "config.json"))
-    metadata = _read_json(path / "metadata.json")
+    config = build_config(read_json(path / "config.json"), source=str(path / "config.json"))
+    metadata = read_json(path / "metadata.json")
     recorded_size = metadata.get("preprocessing", {}).get("resize")
     if recorded_size is not None and list(recorded_size) != [config.input_size] * 2:
         raise ArtifactError(f"{path / 'config.json'}: input_size {config.input_size} contradicts the preprocessing "
                             f"in {path / 'metadata.json'} (resize {recorded_size})")
     loaded = LoadedArtifact(path=path, config=config, model=_load_weights(path, config, device),
-                            metrics=_read_json(path / "metrics.json"), metadata=metadata)
+                            metrics=read_json(path / "metrics.json"), metadata=metadata)
     try:
         loaded.preprocessing  # a spec this version cannot reproduce fails here, at load, naming the file
     except (PreprocessingError, KeyError, TypeError, ValueError) as err:

@@ -160,6 +160,32 @@ def best_finished_run(api, sweep_path: str) -> RunInfo:
     return min(finished, key=lambda r: rank_key(r.value, goal))  # first listed wins a tie
 
 
+def finished_runs(api, sweep_path: str) -> list[RunInfo]:
+    """The sweep's promotable runs, in the order W&B lists them: what its choice was made among."""
+    sweep_path = check_sweep_path(sweep_path)
+    sweep = _call(f"sweep {sweep_path}", api.sweep, sweep_path)
+    metric, goal = _metric_goal(sweep.config)
+    runs = [run_info(run, metric, goal) for run in _call(f"runs of sweep {sweep_path}", lambda: list(sweep.runs))]
+    return [run for run in runs if promotable(run)]
+
+
+# what a trial recorded beside its weights: enough to replay the sweep's choice without the weights
+RECORD_FILES = ("manifest.json", "metrics.json", "metadata.json", "val_predictions.npz")
+
+
+def download_record(api, name: str, root: Path) -> Path:
+    """The record files of model artifact `name` into root (those it has: older artifacts lack predictions)."""
+    artifact = _call(f"artifact {name}", api.artifact, name)
+    Path(root).mkdir(parents=True, exist_ok=True)
+    for file in RECORD_FILES:
+        try:
+            entry = artifact.get_entry(file)
+        except KeyError:
+            continue
+        _call(f"download {file} of {name}", entry.download, root=str(root))
+    return Path(root)
+
+
 def model_artifact(api, run_path: str) -> ArtifactInfo:
     """The run's logged model artifact (the last one, if it logged several)."""
     run = _call(f"run {run_path}", api.run, run_path)
@@ -177,14 +203,19 @@ def download_artifact(api, name: str, root: Path) -> Path:
     return Path(_call(f"download {name}", artifact.download, root=str(root)))
 
 
-def promote_artifact(api, name: str, alias: str = BEST, registry: str | None = None) -> list[str]:
-    """Alias `alias` on the artifact, and a link into the registry collection carrying the same alias."""
+def promote_artifact(api, name: str, alias: str = BEST, registry: str | None = None,
+                     metadata: dict | None = None) -> list[str]:
+    """Alias `alias` on the artifact (and `metadata` merged into its metadata, e.g. the selection-corrected
+    estimate), and a link into the registry collection carrying the same alias."""
     done = []
     artifact = _call(f"artifact {name}", api.artifact, name)
-    if alias not in artifact.aliases:
-        artifact.aliases.append(alias)
+    if metadata:
+        artifact.metadata.update(metadata)
+    if alias not in artifact.aliases or metadata:
+        if alias not in artifact.aliases:
+            artifact.aliases.append(alias)
         _call(f"save aliases of {name}", artifact.save)
-    done.append(f"alias '{alias}' on {name}")
+    done.append(f"alias '{alias}' on {name}" + (f" (metadata: {', '.join(metadata)})" if metadata else ""))
     if registry:
         target = registry_path(registry)
         _call(f"link {name} into {target}", artifact.link, target, aliases=[alias])

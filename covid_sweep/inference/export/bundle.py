@@ -16,6 +16,8 @@ from covid_sweep.inference.export.torchscript import write_model_dir
 from covid_sweep.inference.predict import Prediction, predict_split, sample_ids
 from covid_sweep.inference.submission import probabilities_text, submission_text
 from covid_sweep.model.artifact import LoadedArtifact
+from covid_sweep.model.artifact_files import update_metadata
+from covid_sweep.model.ensemble_artifact import LoadedEnsemble
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ def install(staging: Path, out_dir: Path, force: bool) -> None:
     install_entries(staging, out_dir, replace=True)
 
 
-def export_bundle(artifact: LoadedArtifact, data_dir: Path, out_dir: Path, provenance: Provenance,
+def export_bundle(artifact: LoadedArtifact | LoadedEnsemble, data_dir: Path, out_dir: Path, provenance: Provenance,
                   views: Sequence[str], force: bool = False,
                   before_install: Callable[[], None] | None = None) -> ExportResult:
     """OUT/submission.csv, probabilities.csv, model/, model_card.md; all built beside OUT, then moved in.
@@ -65,6 +67,9 @@ def export_bundle(artifact: LoadedArtifact, data_dir: Path, out_dir: Path, prove
         (staging / "submission.csv").write_text(submission)
         (staging / "probabilities.csv").write_text(probabilities)
         write_model_dir(artifact, staging / "model")
+        if provenance.selection:  # what the choice is worth travels with the promoted model
+            update_metadata(staging / "model", {"selection_estimate": provenance.selection,
+                                                "promotion_choice": provenance.choice})
         explained = explain_if_labelled(artifact, data_dir, staging / "explain")
         estimate = estimate_vs_test(artifact, data_dir, prediction)
         (staging / "model_card.md").write_text(model_card(artifact, provenance, prediction, explained, estimate))

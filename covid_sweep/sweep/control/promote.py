@@ -17,13 +17,15 @@ from typing import Sequence
 
 from covid_sweep.core import paths
 from covid_sweep.core.errors import UserError
-from covid_sweep.core.goals import rank_key
-from covid_sweep.core.states import TrialState
 from covid_sweep.inference.export import ExportResult, Provenance, check_out_dir, export_bundle
 from covid_sweep.inference.predict import NO_TTA, check_views
+from covid_sweep.inference.selection import DEFAULT_SAMPLES
+from covid_sweep.inference.sweep_estimate import FinishedTrial
 from covid_sweep.model.artifact import load_artifact
+from covid_sweep.model.artifact_files import read_json
 from covid_sweep.model.runtime import pick_device
-from covid_sweep.sweep.store import Store, Sweep, Trial
+from covid_sweep.sweep.control.choice import Choice, choose
+from covid_sweep.sweep.store import Store, Sweep, Trial, best_finished, finished
 from covid_sweep.sweep.store.location import resolve_location
 from covid_sweep.tracking import wandb_api
 
@@ -38,6 +40,7 @@ class PromotionError(UserError, LookupError):
 class ExportBestResult:
     export: ExportResult
     provenance: Provenance
+    choice: Choice
     previous: str | None = None  # the trial/artifact that held `best` before, where known
     recorded: list[str] = field(default_factory=list)
 
@@ -48,11 +51,10 @@ def best_finished_trial(store: Store, sweep: Sweep, artifacts: Path | None = Non
     if not sweep.metric:
         raise PromotionError(f"sweep {sweep.id}: has no metric; cannot tell the best trial")
     trials = store.trials(sweep.id)
-    finished = [t for t in trials if t.state == TrialState.FINISHED and t.best is not None]
-    if not finished:
+    best = best_finished(trials, sweep.goal)
+    if best is None:
         states = ", ".join(f"{n} {s}" for s, n in sorted(Counter(t.state for t in trials).items())) or "no trials"
         raise PromotionError(f"sweep {sweep.id}: no finished trial with a {sweep.metric} value to promote ({states})")
-    best = min(finished, key=lambda t: (rank_key(t.best, sweep.goal), t.id))
     return replace(best, artifact=str(locate_artifact(sweep, best, artifacts)))
 
 
@@ -93,31 +95,51 @@ def open_existing_store(home: Path, store: str | None = None) -> Store:
 def export_best(sweep: str, data_dir: Path, out_dir: Path, *, home: Path | None = None, registry: str | None = None,
                 views: Sequence[str] = NO_TTA, force: bool = False, api=None,
                 device: str | None = None, store: str | None = None,
-                artifacts: Path | None = None) -> ExportBestResult:
-    """Pick the best finished trial, build the export (validated submission, model, card) beside OUT,
-    record the promotion, then move the export into OUT. Any error before the move leaves OUT and the
-    promotion as they were."""
+                artifacts: Path | None = None, ensemble: bool = False,
+                samples: int = DEFAULT_SAMPLES) -> ExportBestResult:
+    """Pick the best finished trial (with ensemble: or the greedy ensemble, where its selection-corrected estimate
+    is better), build the export (validated submission, model, card) beside OUT, record the promotion, then
+    move the export into OUT. Any error before the move leaves OUT and the promotion as they were."""
     check_out_dir(Path(out_dir), force)
     views = check_views(views)
     root = paths.home(home)
     if wandb_api.is_wandb_path(sweep):
-        return _export_best_wandb(sweep, data_dir, out_dir, root, registry, views, force, api, device)
+        return _export_best_wandb(sweep, data_dir, out_dir, root, registry, views, force, api, device, ensemble,
+                                  samples)
     if registry:
         raise PromotionError(f"--registry links a W&B model artifact; sweep {sweep!r} is an embedded one "
                              "(give a W&B sweep as entity/project/sweep_id)")
-    return _export_best_local(sweep, data_dir, out_dir, root, views, force, device, store, artifacts)
+    return _export_best_local(sweep, data_dir, out_dir, root, views, force, device, store, artifacts, ensemble,
+                              samples)
 
 
-def _export_best_local(sweep_id, data_dir, out_dir, root, views, force, device, store_url, artifacts) -> ExportBestResult:
+def _finished_here(sweep: Sweep, trials: list[Trial], artifacts: Path | None) -> list[FinishedTrial]:
+    """The sweep's finished trials with their artifacts as found from this box (None where not reachable)."""
+    found = []
+    for trial in finished(trials):
+        try:
+            found.append(FinishedTrial(trial.name, locate_artifact(sweep, trial, artifacts)))
+        except PromotionError:
+            found.append(FinishedTrial(trial.name, None))
+    return found
+
+
+def _export_best_local(sweep_id, data_dir, out_dir, root, views, force, device, store_url, artifacts, ensemble,
+                       samples) -> ExportBestResult:
     store = open_existing_store(root, store_url)
     try:
         sweep = store.sweep(sweep_id)
         trial = best_finished_trial(store, sweep, artifacts)
-        artifact = load_artifact(Path(trial.artifact), device=pick_device(device))
-        provenance = Provenance(sweep_id=sweep.id, trial_id=trial.name, source=f"embedded store {store.path}",
-                                artifact=str(trial.artifact), metric=sweep.metric, goal=sweep.goal, value=trial.best,
-                                promotion=f"alias '{BEST}' of sweep {sweep.id} in {store.path}")
-        result = ExportBestResult(export=None, provenance=provenance)  # type: ignore[arg-type]
+        finished_trials = _finished_here(sweep, store.trials(sweep.id), artifacts)
+        choice = choose(finished_trials, FinishedTrial(trial.name, Path(trial.artifact)), sweep.metric, sweep.goal,
+                        ensemble, paths.trial_artifact_dir(root, sweep.id, "", artifacts), samples)
+        artifact = load_artifact(choice.artifact_dir, device=pick_device(device))
+        provenance = Provenance(sweep_id=sweep.id, trial_id=choice.name, source=f"embedded store {store.path}",
+                                artifact=str(choice.artifact_dir), metric=sweep.metric, goal=sweep.goal,
+                                value=_promoted_value(choice, trial.name, trial.best),
+                                promotion=f"alias '{BEST}' of sweep {sweep.id} in {store.path}: the best single trial",
+                                selection=choice.selection, choice=choice.note)
+        result = ExportBestResult(export=None, provenance=provenance, choice=choice)  # type: ignore[arg-type]
 
         def record() -> None:
             result.previous = promote_in_store(store, sweep, trial)
@@ -130,25 +152,55 @@ def _export_best_local(sweep_id, data_dir, out_dir, root, views, force, device, 
         store.close()
 
 
-def _export_best_wandb(sweep_path, data_dir, out_dir, root, registry, views, force, api, device) -> ExportBestResult:
+def _promoted_value(choice: Choice, best: str, best_value: float | None) -> float | None:
+    """The promoted model's value of the sweep metric on validation (the ensemble's own, for an ensemble)."""
+    if choice.kind == "ensemble":
+        return choice.selection["ensemble"]["selected_value"]
+    if choice.trial != best:  # greedy selection settled on one trial alone
+        return read_json(choice.artifact_dir / "metrics.json").get("best", {}).get(choice.selection["single"]["metric"])
+    return best_value
+
+
+def _export_best_wandb(sweep_path, data_dir, out_dir, root, registry, views, force, api, device, ensemble,
+                       samples) -> ExportBestResult:
     sweep_path = wandb_api.check_sweep_path(sweep_path)
     if registry:
         registry = wandb_api.registry_path(registry)
     api = api if api is not None else wandb_api.connect()
     run = wandb_api.best_finished_run(api, sweep_path)
     model = wandb_api.model_artifact(api, run.path)
-    local = wandb_api.download_artifact(api, model.name, root / "artifacts" / "wandb" / model.name.replace(":", "-"))
-    artifact = load_artifact(local, device=pick_device(device))
-    provenance = Provenance(sweep_id=sweep_path, trial_id=run.id, source=f"W&B run {run.path} ({run.name})",
-                            artifact=model.name, metric=run.metric, goal=run.goal, value=run.value,
-                            promotion=f"alias '{BEST}' on {model.name}" + (f"; linked into {registry}" if registry else ""))
-    result = ExportBestResult(export=None, provenance=provenance)  # type: ignore[arg-type]
+    downloads = root / "artifacts" / "wandb"
+    runs = {r.id: r for r in wandb_api.finished_runs(api, sweep_path)}
+    models = {run_id: wandb_api.model_artifact(api, r.path) for run_id, r in runs.items()}
+    records = [FinishedTrial(run_id, wandb_api.download_record(api, info.name, downloads / "records" / _local(info.name)))
+               for run_id, info in models.items()]
+
+    def whole(run_id: str) -> Path:
+        name = models[run_id].name if run_id in models else model.name
+        return wandb_api.download_artifact(api, name, downloads / name.replace(":", "-"))
+
+    choice = choose(records, FinishedTrial(run.id, None), run.metric, run.goal, ensemble,
+                    downloads / "ensembles" / _local(sweep_path), samples, whole=whole)
+    artifact = load_artifact(choice.artifact_dir, device=pick_device(device))
+    provenance = Provenance(sweep_id=sweep_path, trial_id=choice.name,
+                            source=f"W&B run {run.path} ({run.name})",
+                            artifact=model.name if choice.trial == run.id else str(choice.artifact_dir),
+                            metric=run.metric, goal=run.goal, value=_promoted_value(choice, run.id, run.value),
+                            promotion=f"alias '{BEST}' on {model.name}" + (f"; linked into {registry}" if registry else ""),
+                            selection=choice.selection, choice=choice.note)
+    result = ExportBestResult(export=None, provenance=provenance, choice=choice)  # type: ignore[arg-type]
 
     def record() -> None:
-        result.recorded.extend(wandb_api.promote_artifact(api, model.name, BEST, registry))
+        result.recorded.extend(wandb_api.promote_artifact(api, model.name, BEST, registry,
+                                                          metadata={"selection_estimate": choice.selection}))
         removed = wandb_api.demote_others(api, sweep_path, keep=model.name, alias=BEST)
         result.previous = ", ".join(removed) or None
         result.recorded.extend(f"alias '{BEST}' removed from {name}" for name in removed)
 
     result.export = export_bundle(artifact, data_dir, out_dir, provenance, views, force, before_install=record)
     return result
+
+
+def _local(name: str) -> str:
+    """A W&B name (entity/project/model-x:v3) as one folder name."""
+    return name.replace("/", "_").replace(":", "-")

@@ -7,11 +7,13 @@ from covid_sweep.sweep.store.api import (
     Store,
     Sweep,
     Trial,
+    best_finished,
+    finished,
     machine_id,
     open_store,
     process_start,
 )
 from covid_sweep.sweep.store.location import StoreError
 
-__all__ = ["SCHEMA_VERSION", "ControllerSeen", "Store", "StoreError", "Sweep", "Trial", "machine_id", "open_store",
-           "process_start"]
+__all__ = ["SCHEMA_VERSION", "ControllerSeen", "Store", "StoreError", "Sweep", "Trial", "best_finished", "finished",
+           "machine_id", "open_store", "process_start"]

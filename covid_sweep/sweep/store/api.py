@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from covid_sweep.core.goals import improves
+from covid_sweep.core.goals import improves, rank_key
 from covid_sweep.core.states import ACTIVE, ENDED, TrialState
 from covid_sweep.sweep.store.location import StoreError, StoreLocation, parse_location, resolve_location
 
-__all__ = ["SCHEMA_VERSION", "Store", "StoreError", "Sweep", "Trial", "machine_id", "open_store", "process_start"]
+__all__ = ["SCHEMA_VERSION", "Store", "StoreError", "Sweep", "Trial", "best_finished", "finished", "machine_id",
+           "open_store", "process_start"]
 
 # 1: the stores made before the version was recorded; 2: + controllers.machine and schema_version
 SCHEMA_VERSION = 2
@@ -113,6 +114,17 @@ class Sweep:
     @property
     def goal(self) -> str:
         return self.config.get("metric", {}).get("goal", "minimize")
+
+
+def finished(trials: list[Trial]) -> list[Trial]:
+    """The trials a sweep may promote, in launch order: finished, with a value of its metric."""
+    return [t for t in trials if t.state == TrialState.FINISHED and t.best is not None]
+
+
+def best_finished(trials: list[Trial], goal: str) -> Trial | None:
+    """The finished trial with the best value of the sweep's metric (ties: the earlier trial); None if none."""
+    candidates = finished(trials)
+    return min(candidates, key=lambda t: (rank_key(t.best, goal), t.id)) if candidates else None
 
 
 class Store:

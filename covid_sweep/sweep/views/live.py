@@ -1,5 +1,6 @@
 """The live view of `covid-sweep sweep` on a terminal: trials done / cap, each running trial's epoch progress
-and current metric, the best so far, elapsed time and an estimate of the time left (rich Live).
+and current metric, the best so far with its selection-corrected estimate, elapsed time and an estimate of the
+time left (rich Live).
 
 It reads the store once a second through its own connection, as `status` would, and never reaches into the
 controller: what it shows is what the store holds. The controller's event lines print above it.
@@ -21,7 +22,8 @@ from rich.text import Text
 from covid_sweep.core.config import TrialConfig
 from covid_sweep.core.goals import rank_key
 from covid_sweep.core.states import TrialState
-from covid_sweep.sweep.store import Store, Sweep, Trial
+from covid_sweep.sweep.store import Store, Sweep, Trial, finished
+from covid_sweep.sweep.views.selection import sweep_estimate
 from covid_sweep.sweep.views.status import duration, fmt_duration, fmt_value
 
 DONE = (TrialState.FINISHED, TrialState.STOPPED, TrialState.FAILED)
@@ -45,6 +47,8 @@ class LiveState:
     best: tuple[str, float] | None = None  # trial, value
     elapsed: float = 0.0
     left: float | None = None  # estimated seconds to the target; None until it can be guessed
+    corrected: str | None = None  # the selection-corrected estimate of the best finished trial, once known
+    trials: list[Trial] = field(default_factory=list)  # as read for this state
 
 
 def trial_budget(trial: Trial) -> int:
@@ -97,7 +101,7 @@ def live_state(store: Store, sweep: Sweep, target_trials: int | None, agents: in
     best = min(scored, key=lambda t: rank_key(t.best, sweep.goal)) if scored else None
     remaining = (target_trials - len(ended)) if target_trials is not None else None
     left = estimate_left(ended, running, remaining, agents) if remaining is not None else None
-    return LiveState(done=len(ended), target=target_trials, running=running,
+    return LiveState(done=len(ended), target=target_trials, running=running, trials=trials,
                      best=(best.name, best.best) if best else None, elapsed=now - started, left=left)
 
 
@@ -106,6 +110,8 @@ def render(state: LiveState, metric: str | None) -> Group:
     metric = metric or "metric"
     done = f"{state.done}/{state.target}" if state.target is not None else f"{state.done}"
     best = f"{escape(state.best[0])} {metric}={fmt_value(state.best[1])}" if state.best else "none yet"
+    if state.corrected:
+        best += f" · {escape(state.corrected)}"
     if state.target is not None and state.done >= state.target:
         left = ""
     elif state.left is not None:
@@ -124,6 +130,33 @@ def render(state: LiveState, metric: str | None) -> Group:
     return Group(summary, table) if state.running else Group(summary)
 
 
+class CorrectedEstimate:
+    """The selection-corrected estimate, recomputed in a thread of its own whenever the finished trials change:
+    on a large sweep a replay takes seconds, which the view's once-a-second refresh must not wait for."""
+
+    def __init__(self, sweep: Sweep):
+        self.sweep = sweep
+        self.text: str | None = None
+        self._seen: tuple | None = None
+        self._busy = threading.Lock()
+
+    def update(self, trials: list[Trial]) -> None:
+        seen = tuple((t.name, t.best, t.artifact) for t in finished(trials))
+        if not seen or seen == self._seen or not self._busy.acquire(blocking=False):
+            return
+        self._seen = seen
+        threading.Thread(target=self._compute, args=(trials,), name="selection-estimate", daemon=True).start()
+
+    def _compute(self, trials: list[Trial]) -> None:
+        try:
+            result = sweep_estimate(self.sweep, trials)
+            self.text = None if isinstance(result, str) else result.single.text()
+        except Exception:  # noqa: BLE001 - an unreadable artifact must not end the view; status says why
+            self.text = None
+        finally:
+            self._busy.release()
+
+
 class LiveView:
     """rich Live over the sweep, refreshed once a second; use `log` as the controller's log callable."""
 
@@ -132,6 +165,7 @@ class LiveView:
         self.started = time.time()
         self.target = target(sweep, len(store.trials(sweep.id, DONE)), count)
         self._last = render(LiveState(done=0, target=self.target), sweep.metric)
+        self.corrected = CorrectedEstimate(sweep)
         self._read_at = 0.0
         self._lock = threading.Lock()  # the refresh thread and a log line in the main thread both render
         self.live = Live(get_renderable=self._renderable, console=console, refresh_per_second=1, transient=False)
@@ -142,8 +176,10 @@ class LiveView:
                 return self._last  # a burst of log lines re-renders without re-reading the store each time
             self._read_at = time.time()
             try:
-                self._last = render(live_state(self.store, self.sweep, self.target, self.agents, self.started),
-                                    self.sweep.metric)
+                state = live_state(self.store, self.sweep, self.target, self.agents, self.started)
+                self.corrected.update(state.trials)
+                state.corrected = self.corrected.text
+                self._last = render(state, self.sweep.metric)
             except Exception:  # noqa: BLE001 - a busy or locked store must not kill the view: show the last state
                 pass
             return self._last

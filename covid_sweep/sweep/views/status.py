@@ -21,6 +21,7 @@ from rich.text import Text
 from covid_sweep.core.goals import rank_key
 from covid_sweep.core.split_record import recorded_split_kind
 from covid_sweep.sweep.store import Store, Sweep, Trial
+from covid_sweep.sweep.views.selection import estimate_line, sweep_estimate
 
 
 def ranked(trials: list[Trial], goal: str) -> list[Trial]:
@@ -164,12 +165,18 @@ def status_view(store: Store, sweep: Sweep, width: int, all_params: bool = False
     if same and trials:
         values = ", ".join(f"{n}={fmt_value(trials[0].params.get(n, '-'))}" for n in same)
         parts.append(Text(f"same in every trial (--all-params shows them too): {values}"))
+    if sweep.metric and trials:
+        parts.append(Text(estimate_line(sweep.metric, sweep_estimate(sweep, trials))))
     return Group(*parts)
 
 
 def status_table(store: Store, sweep: Sweep, width: int = 200, all_params: bool = False) -> Table:
     """The trial table alone (tests and callers that lay out the rest themselves)."""
     return status_view(store, sweep, width, all_params).renderables[0]
+
+
+def _estimate_json(result) -> dict:
+    return {"unavailable": result} if isinstance(result, str) else result.as_dict()
 
 
 def status_json(store: Store, sweep: Sweep, now: float | None = None) -> dict:
@@ -186,7 +193,8 @@ def status_json(store: Store, sweep: Sweep, now: float | None = None) -> dict:
                   "objective_split": objective_split(trials),
                   "states": dict(sorted(Counter(str(t.state) for t in trials).items())),
                   "varying_params": varying_params(names, trials),
-                  "promoted": by_id.get(promoted)},
+                  "promoted": by_id.get(promoted),
+                  "selection_estimate": _estimate_json(sweep_estimate(sweep, trials))},
         "trials": [{"id": t.name, "state": str(t.state), "best": t.best, "best_epoch": t.best_epoch, "epochs": t.epochs,
                     "started": t.started, "ended": t.ended, "seconds": duration(t, now),
                     "promoted": t.id == promoted, "retry_of": by_id.get(t.retry_of), "params": t.params,

@@ -1,0 +1,1 @@
+"""Test helpers shared by several test files, each defined once (import them as `helpers.<module>`)."""
