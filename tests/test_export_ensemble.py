@@ -14,16 +14,19 @@ from helpers.sweeps import add_trial, new_store
 
 from covid_sweep.cli import main
 from covid_sweep.core.config import build_config
+from covid_sweep.core.metrics import choose_threshold
 from covid_sweep.data.layout import decode_resized, load_split
 from covid_sweep.inference.explain import explain
-from covid_sweep.inference.predict import predict_split
+from covid_sweep.inference.predict import predict_images, predict_split
 from covid_sweep.inference.submission import read_probabilities
+from covid_sweep.inference.tta_report import score_view_sets, validation_images
 from covid_sweep.model.artifact import load_artifact, write_artifact
-from covid_sweep.model.ensemble_artifact import LoadedEnsemble
+from covid_sweep.model.ensemble_artifact import LoadedEnsemble, write_ensemble
 from covid_sweep.model.networks import build_model
 from covid_sweep.model.preprocessing import preprocessing_spec
 from covid_sweep.model.val_predictions import ValPredictions
 from covid_sweep.sweep.control.promote import export_best
+from covid_sweep.training.trial import run_trial
 
 N_VAL = 24
 LABELS = np.arange(N_VAL) % 2
@@ -151,3 +154,21 @@ def test_the_summary_line_carries_the_interval(sweep_home, tmp_path):
     first = done.output.splitlines()[0]
     assert first.startswith("best finished trial of sweep sw1: c (val_auc=0.8200, maximize) · selection-corrected ")
     assert "[" in first and "]" in first
+
+
+def test_tta_report_scores_an_ensemble_on_its_members_shared_validation_images(tmp_path):
+    # two real 1-epoch trials on one split: the ensemble's validation accuracy comes from its members' models
+    data = make_dataset(tmp_path / "data", n_train=16, n_test=2, seed=8)
+    trials = []
+    for name, size in (("r32", 32), ("r40", 40)):
+        config = build_config({"backbone": "resnet18", "input_size": size, "epochs": 1, "batch_size": 4,
+                               "val_fraction": 0.25, "amp": False, "device": "cpu", "data_dir": str(data)})
+        trials.append((name, run_trial(config, tmp_path / name, progress=False, trial_name=name).artifact, 0.5))
+    singles = [load_artifact(path) for _, path, _ in trials]
+    probs = 0.5 * sum(np.concatenate([predict_images(m, im, 4, torch.device("cpu"), preprocessing=a.preprocessing)
+                                      for m, im, _ in validation_images(a, data)]) for a in singles)
+    labels = np.concatenate([lab for _, _, lab in validation_images(singles[0], data)])
+    threshold = choose_threshold(labels, probs)  # a cut between probabilities: float noise cannot flip a decision
+    folder = write_ensemble(tmp_path / "ensemble", trials, {"threshold": threshold}, {"data_dir": str(data)})
+    score = score_view_sets(load_artifact(folder), data, [("identity",)])[0]
+    assert score.n == 4 and score.metrics["acc"] == pytest.approx(((probs >= threshold) == labels).mean())

@@ -129,12 +129,14 @@ def tta_report(model_dir, data, view_sets) -> None:
     from covid_sweep.model.artifact import load_artifact
 
     artifact = load_artifact(model_dir)
-    data_dir = resolve_data(data) if data else artifact.config.data_dir
+    config = getattr(artifact, "config", None)  # a single trial's; an ensemble's members share data and split
+    data_dir = resolve_data(data) if data else (artifact.metadata.get("data_dir") or getattr(config, "data_dir", None))
     if data_dir is None:
-        raise click.UsageError("--data: not given and the artifact's config has no data_dir")
+        raise click.UsageError("--data: not given and the artifact records no data_dir")
     sets = [views_for(True, views) for views in view_sets] or list(DEFAULT_VIEW_SETS)
     scores = score_view_sets(artifact, data_dir, sets)
-    kind = "out-of-fold" if artifact.config.folds > 1 else "holdout"
+    folds = artifact.metadata.get("validation", {}).get("folds") or getattr(config, "folds", 1)
+    kind = "out-of-fold" if folds > 1 else "holdout"
     click.echo(f"{model_dir}: {scores[0].n} {kind} validation images, accuracy at the artifact's threshold "
                f"{artifact.threshold:.4f} (chosen on the same images without TTA)")
     click.echo(f"{'views':<40} {'acc':>7} {'auc':>7} {'f1':>7}")

@@ -22,6 +22,7 @@ from covid_sweep.data.layout import Split, cached_images, fingerprint, load_spli
 from covid_sweep.data.splits import trial_splits
 from covid_sweep.inference.predict import check_views, predict_images
 from covid_sweep.model.artifact import LoadedArtifact
+from covid_sweep.model.ensemble_artifact import LoadedEnsemble
 from covid_sweep.model.networks import Ensemble
 
 DEFAULT_VIEW_SETS: tuple[tuple[str, ...], ...] = (
@@ -72,17 +73,24 @@ def recorded_val_indices(artifact: LoadedArtifact, train: Split) -> list[np.ndar
     return [np.asarray([row[name] for name in fold]) for fold in recorded]
 
 
-def score_view_sets(artifact: LoadedArtifact, data_dir: Path,
+def score_view_sets(artifact: LoadedArtifact | LoadedEnsemble, data_dir: Path,
                     view_sets: Sequence[Sequence[str]] = DEFAULT_VIEW_SETS) -> list[ViewScore]:
-    """Validation metrics of each view set, in the order given."""
+    """Validation metrics of each view set, in the order given. An ensemble's members share one split: each
+    image is scored by every member's model that never saw it, and their probabilities weighted as in predict."""
     view_sets = [check_views(tuple(views)) for views in view_sets]
-    folds = validation_images(artifact, data_dir)
-    labels = np.concatenate([fold_labels for _, _, fold_labels in folds])
-    device = next(artifact.model.parameters()).device
+    members = ([(m.weight, m.artifact) for m in artifact.members] if isinstance(artifact, LoadedEnsemble)
+               else [(1.0, artifact)])
+    folds = [(weight, member, validation_images(member, data_dir)) for weight, member in members]
+    labels = np.concatenate([fold_labels for _, _, fold_labels in folds[0][2]])
     scores = []
     for views in view_sets:
-        probs = np.concatenate([predict_images(model, images, artifact.config.batch_size, device, views,
-                                               artifact.preprocessing)
-                                for model, images, _ in folds])
+        probs = sum(weight * _probs(member, member_folds, views) for weight, member, member_folds in folds)
         scores.append(ViewScore(views, binary_metrics(labels, probs, artifact.threshold), len(labels)))
     return scores
+
+
+def _probs(artifact: LoadedArtifact, folds, views: tuple[str, ...]) -> np.ndarray:
+    device = next(artifact.model.parameters()).device
+    return np.concatenate([predict_images(model, images, artifact.config.batch_size, device, views,
+                                          artifact.preprocessing).astype(np.float64)
+                           for model, images, _ in folds])

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from covid_sweep.sweep.store import Store
+from covid_sweep.sweep.views.selection import estimate_json, sweep_estimate
 from covid_sweep.sweep.views.status import duration, objective_split, param_names, ranked
 
 
@@ -41,6 +42,8 @@ class SweepRecord:
     objective_split: str
     parameters: dict = field(default_factory=dict)  # the sweep config's parameters block (distributions)
     data_dir: str | None = None
+    # the selection-corrected estimate of the sweep's best finished trial (SweepEstimate.as_dict), or why not
+    selection: dict = field(default_factory=lambda: {"unavailable": "not computed for this source"})
 
     @property
     def promoted(self) -> TrialRecord | None:
@@ -62,7 +65,7 @@ def from_store(store: Store, sweep_id: str) -> SweepRecord:
                        source=f"embedded store {getattr(store, 'path', '')}".strip(),
                        param_order=param_names(sweep, trials), trials=records,
                        objective_split=objective_split(trials), parameters=sweep.config.get("parameters", {}),
-                       data_dir=sweep.data_dir)
+                       data_dir=sweep.data_dir, selection=estimate_json(sweep_estimate(sweep, trials)))
 
 
 def from_wandb(api, sweep_path: str) -> SweepRecord:
@@ -87,4 +90,6 @@ def from_wandb(api, sweep_path: str) -> SweepRecord:
     return SweepRecord(id=sweep_path, name=sweep.name, method=sweep.config.get("method", "?"), metric=metric, goal=goal,
                        run_cap=sweep.config.get("run_cap"), source=f"W&B sweep {sweep_path}", param_order=order,
                        trials=records, objective_split=sweep.split or "not recorded in the runs' summaries",
-                       parameters=sweep.config.get("parameters", {}))
+                       parameters=sweep.config.get("parameters", {}),
+                       selection={"unavailable": "a W&B sweep's is computed by export-best (pass its folder as "
+                                                 "--export to show it here)"})

@@ -12,6 +12,7 @@ from covid_sweep.sweep.views import report_figures as figures
 from covid_sweep.sweep.views.importance import parameter_importance
 from covid_sweep.sweep.views.report_data import SweepRecord
 from covid_sweep.sweep.views.report_model import PromotedModel
+from covid_sweep.sweep.views.selection import interval_text
 from covid_sweep.sweep.views.status import fmt_duration, fmt_value
 
 STYLE = """
@@ -140,9 +141,16 @@ def _promoted(model: PromotedModel | None, plot: _Figures) -> str:
     if model is None:
         return _section("Promoted model", _note("No trial of this sweep is promoted yet "
                                                 "(`covid-sweep export-best SWEEP --data DATA --out DIR` promotes one)."))
-    facts = (f"Trial {model.trial_id}; validation split: {model.split}; best epoch {model.best_epoch}; "
+    what = (f"Weighted ensemble of {', '.join(f'{t} ({w:.2f})' for t, w in model.members.items())}"
+            if model.members else f"Trial {model.trial_id}; best epoch {model.best_epoch}")
+    facts = (f"{what}; validation split: {model.split}; "
              f"decision threshold {fmt_value(model.threshold) if model.threshold is not None else 'not recorded'}; "
              f"artifact {model.artifact}.")
+    if model.choice:
+        facts += f" Why: {model.choice}."
+    if model.selection:
+        corrected = interval_text(model.selection, "ensemble" if model.members else "single")
+        facts += f" {corrected} (95% interval)." if corrected else ""
     plots = [plot(f) for f in (figures.confusion_heatmap(model), figures.roc_figure(model)) if f is not None]
     cams = "".join(f'<figure><img src="{src}" alt="{_e(caption)}"><figcaption>{_e(caption)}</figcaption></figure>'
                    for caption, src in model.gradcam)
@@ -153,6 +161,17 @@ def _promoted(model: PromotedModel | None, plot: _Figures) -> str:
         parts.append("<h3>Grad-CAM: most confident right and wrong test predictions</h3>"
                      f'<div class="row">{cams}</div>')
     return _section("Promoted model", *parts)
+
+
+def _best_line(record: SweepRecord) -> str:
+    """The best value beside what it is worth: the selection-corrected estimate, or why there is none."""
+    if "unavailable" in record.selection:
+        return f"Selection-corrected estimate: not available ({record.selection['unavailable']})."
+    single = record.selection["single"]
+    return (f"Best {record.metric} {single['selected_value']:.3f} ({record.selection['promoted']}) · "
+            f"{interval_text(record.selection)} (95% interval): the sweep's choice among {single['trials']} "
+            f"comparable finished trial(s), replayed on {single['samples']} bootstrap samples of "
+            f"{single['groups']} validation groups and scored on the groups left out.")
 
 
 def render(record: SweepRecord, model: PromotedModel | None) -> str:
@@ -166,7 +185,8 @@ def render(record: SweepRecord, model: PromotedModel | None) -> str:
     header = (f"<h1>Sweep {_e(record.id)} ({_e(record.name)}, {_e(record.method)})</h1>"
               + _note(f"{len(record.trials)}{f'/{record.run_cap}' if record.run_cap else ''} trials: {states}. "
                       f"Metric {metric} ({record.goal}), measured on: {record.objective_split}. Source: {record.source}. "
-                      f"Report written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."))
+                      f"Report written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.")
+              + _note(_best_line(record)))
     body = [
         header,
         _section("Parameters → metric (parallel coordinates)",

@@ -31,6 +31,9 @@ class PromotedModel:
     roc: tuple[list[float], list[float]] | None = None  # false positive rates, true positive rates
     gradcam: list[tuple[str, str]] = field(default_factory=list)  # (caption, data: URI of the PNG)
     notes: list[str] = field(default_factory=list)  # what is missing, and why
+    members: dict[str, float] = field(default_factory=dict)  # an exported ensemble's trials and weights
+    selection: dict | None = None  # the export's selection-corrected estimate, as export-best recorded it
+    choice: str | None = None  # why export-best promoted what it did
 
 
 def _read_json(path: Path) -> dict | None:
@@ -114,13 +117,19 @@ def promoted_model(record: SweepRecord, export_dir: Path | None = None, data_dir
     export_dir = Path(export_dir) if export_dir else None
     if export_dir is not None:
         _check_export(export_dir, trial.id)
-    artifact = _artifact_dir(trial.artifact, export_dir)
+    exported_ensemble = export_dir is not None and (export_dir / "model" / "ensemble.json").is_file()
+    # an exported ensemble is the promoted model: its own numbers, not its best member's
+    artifact = export_dir / "model" if exported_ensemble else _artifact_dir(trial.artifact, export_dir)
     metrics = _read_json(artifact / "metrics.json") if artifact else None
     metadata = (_read_json(artifact / "metadata.json") if artifact else None) or {}
     model = PromotedModel(trial_id=trial.id, artifact=str(artifact) if artifact else trial.artifact,
                           split=recorded_split_kind(metadata) if metadata else record.objective_split,
                           best_epoch=(metrics or {}).get("best_epoch", trial.best_epoch),
-                          threshold=(metrics or {}).get("threshold"), validation=_validation(metrics or {}))
+                          threshold=(metrics or {}).get("threshold"), validation=_validation(metrics or {}),
+                          members=dict((metrics or {}).get("members") or {}) if exported_ensemble else {})
+    if export_dir is not None:
+        exported = _read_json(export_dir / "model" / "metadata.json") or {}
+        model.selection, model.choice = exported.get("selection_estimate"), exported.get("promotion_choice")
     if metrics is None:
         model.notes.append(f"its artifact ({trial.artifact or 'no path recorded'}) is not here: validation numbers "
                            "unavailable; pass --export DIR (the folder export-best wrote)")

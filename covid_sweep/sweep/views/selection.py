@@ -36,3 +36,14 @@ def estimate_line(metric: str | None, result: SweepEstimate | str) -> str:
     return (f"best {metric} {single.selected:.3f} ({result.promoted}) · {single.text()} "
             f"(95% interval; {single.trials} trial(s), {single.groups} validation groups, "
             f"{single.samples} bootstrap samples{left_out})")
+
+
+def estimate_json(result: SweepEstimate | str) -> dict:
+    """As status --json and the report carry it: the estimate's fields, or {"unavailable": why}."""
+    return {"unavailable": result} if isinstance(result, str) else result.as_dict()
+
+
+def interval_text(selection: dict, key: str = "single") -> str | None:
+    """`selection-corrected 0.866 [0.643, 0.981]` from an estimate's JSON, None where there is none."""
+    row = selection.get(key) if "unavailable" not in selection else None
+    return f"selection-corrected {row['estimate']:.3f} [{row['low']:.3f}, {row['high']:.3f}]" if row else None

@@ -21,7 +21,7 @@ from rich.text import Text
 from covid_sweep.core.goals import rank_key
 from covid_sweep.core.split_record import recorded_split_kind
 from covid_sweep.sweep.store import Store, Sweep, Trial
-from covid_sweep.sweep.views.selection import estimate_line, sweep_estimate
+from covid_sweep.sweep.views.selection import estimate_json, estimate_line, sweep_estimate
 
 
 def ranked(trials: list[Trial], goal: str) -> list[Trial]:
@@ -175,10 +175,6 @@ def status_table(store: Store, sweep: Sweep, width: int = 200, all_params: bool 
     return status_view(store, sweep, width, all_params).renderables[0]
 
 
-def _estimate_json(result) -> dict:
-    return {"unavailable": result} if isinstance(result, str) else result.as_dict()
-
-
 def status_json(store: Store, sweep: Sweep, now: float | None = None) -> dict:
     """What `status --json` prints: stable keys, every parameter, full ids; values as the store holds them."""
     now = now or store.now()  # the clock trials' started is measured by, not this box's
@@ -194,7 +190,7 @@ def status_json(store: Store, sweep: Sweep, now: float | None = None) -> dict:
                   "states": dict(sorted(Counter(str(t.state) for t in trials).items())),
                   "varying_params": varying_params(names, trials),
                   "promoted": by_id.get(promoted),
-                  "selection_estimate": _estimate_json(sweep_estimate(sweep, trials))},
+                  "selection_estimate": estimate_json(sweep_estimate(sweep, trials))},
         "trials": [{"id": t.name, "state": str(t.state), "best": t.best, "best_epoch": t.best_epoch, "epochs": t.epochs,
                     "started": t.started, "ended": t.ended, "seconds": duration(t, now),
                     "promoted": t.id == promoted, "retry_of": by_id.get(t.retry_of), "params": t.params,
