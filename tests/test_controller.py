@@ -246,3 +246,34 @@ def test_phases_merge_and_survive_a_store_made_before_the_column(store, tmp_path
     conn.commit()
     conn.close()
     assert Store(old).trial(1).phases == {}
+
+
+def test_a_budget_ends_the_sweep_with_its_running_trials_finished(store, tmp_path):
+    config = {"method": "random", "metric": METRIC, "run_cap": 10,
+              "parameters": {"quality": {"min": 0.1, "max": 0.9}, "epochs": {"value": 200}, "epoch_s": {"value": 0.05}}}
+    sweep = new_sweep(store, config, "t.yaml", None, seed=1)
+    outcome = run_controller(store, sweep, tmp_path, agents=2, budget_s=2.0)
+    assert outcome.reason == "budget 2s reached"
+    assert len(outcome.launched) == 2  # each would run 10 s: none ended before the budget, none started after it
+    trials = store.trials(sweep.id)
+    assert [t.state for t in trials] == ["finished", "finished"]  # not failed, not stopped: their best epoch counts
+    assert all(0 < t.epochs < 200 for t in trials)
+
+
+def test_a_trial_the_budget_ends_before_its_first_epoch_is_stopped(store, tmp_path):
+    config = {"method": "random", "metric": METRIC, "run_cap": 3,
+              "parameters": {"quality": {"value": 0.5}, "epochs": {"value": 2}, "epoch_s": {"value": 30}}}
+    sweep = new_sweep(store, config, "t.yaml", None, seed=1)
+    outcome = run_controller(store, sweep, tmp_path, budget_s=0.5)
+    assert outcome.reason == "budget 0.5s reached"
+    (trial,) = store.trials(sweep.id)
+    assert trial.state == "stopped" and trial.epochs == 0  # nothing kept, nothing promoted
+
+
+def test_budget_durations_parse_as_people_write_them():
+    from covid_sweep.cli.options import Duration
+
+    assert [Duration().convert(v, None, None) for v in ("90s", "10m", "1h30m", "2h", "5", "1.5m")] == \
+        [90, 600, 5400, 7200, 300, 90]
+    done = CliRunner().invoke(main, ["sweep", "x.yaml", "--budget", "ten minutes"])
+    assert done.exit_code == 2 and "not a duration" in done.output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from pathlib import Path
 
 import click
@@ -71,3 +72,25 @@ artifacts_option = click.option(
     help="Artifacts folder shared by the boxes of a sweep (an NFS/SMB mount; each box may mount it at its "
          "own path); default HOME/artifacts.")
 
+
+
+class Duration(click.ParamType):
+    """A length of time: 90s, 10m, 1h30m, 2h (a bare number is minutes) -> seconds."""
+
+    name = "duration"
+    PART = re.compile(r"(\d+(?:\.\d+)?)([hms])")
+    UNIT = {"h": 3600, "m": 60, "s": 1}
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)):
+            return float(value)
+        text = str(value).strip().lower()
+        if re.fullmatch(r"\d+(\.\d+)?", text):
+            seconds = float(text) * 60
+        elif text and self.PART.sub("", text) == "":
+            seconds = sum(float(n) * self.UNIT[unit] for n, unit in self.PART.findall(text))
+        else:
+            self.fail(f"{value!r} is not a duration (e.g. 90s, 10m, 1h30m)", param, ctx)
+        if seconds <= 0:
+            self.fail(f"{value!r}: a budget must be longer than 0", param, ctx)
+        return seconds

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from covid_sweep.cli.options import artifacts_option, home_option, resolve_data, store_option
+from covid_sweep.cli.options import Duration, artifacts_option, home_option, resolve_data, store_option
 from covid_sweep.core import paths
 from covid_sweep.core.errors import UserError
 
@@ -34,12 +34,15 @@ def validate(sweep_file: Path) -> None:
 @click.option("--seed", type=int, default=None, help="Seed of the search (default random, stored with the sweep).")
 @click.option("--max-early-failures", type=click.IntRange(min=1), default=5, show_default=True,
               help="End the sweep after this many trials in a row fail before their first epoch.")
+@click.option("--budget", type=Duration(), default=None, metavar="DURATION",
+              help="Time budget of this invocation (e.g. 10m, 1h30m): no trial starts after it, and running trials "
+                   "end at it between two batches, as finished with their best epoch.")
 @click.option("--warm-workers", is_flag=True, help="Keep one process per agent for successive trials (imports and CUDA "
               "start paid once); a trial that fails or leaves GPU memory held gets its worker replaced.")
 @home_option
 @store_option
 @artifacts_option
-def sweep(sweep_file, data, count, agents, gpus, resume_id, seed, max_early_failures, warm_workers, home, store,
+def sweep(sweep_file, data, count, agents, gpus, resume_id, seed, max_early_failures, budget, warm_workers, home, store,
           artifacts) -> None:
     """Run SWEEP_FILE with W&B's sweep engine locally: no account, no network; an SQLite store on this box,
     or a PostgreSQL one (--store) that controllers on several boxes share (`--resume ID` on each)."""
@@ -74,7 +77,8 @@ def sweep(sweep_file, data, count, agents, gpus, resume_id, seed, max_early_fail
     with _live_view(store_url, root, the_sweep, agents, count) as log:
         controller = Controller(store, the_sweep, root, agents=agents, count=count,
                                 gpus=[g for g in (gpus or "").split(",") if g], log=log,
-                                max_early_failures=max_early_failures, artifacts=artifacts, warm_workers=warm_workers)
+                                max_early_failures=max_early_failures, artifacts=artifacts, warm_workers=warm_workers,
+                                budget_s=budget)
         outcome = controller.run()
     click.echo(f"sweep {the_sweep.id}: {len(outcome.launched)} trials in {time.time() - started:.1f}s; stopped: {outcome.reason}")
     _print_status(store, the_sweep.id)

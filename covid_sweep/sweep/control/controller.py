@@ -80,7 +80,8 @@ class Controller:
     def __init__(self, store: Store, sweep: Sweep, home: Path, agents: int = 1, count: int | None = None,
                  gpus: list[str] | None = None, launcher: ForkLauncher | WarmLauncher | None = None,
                  poll_s: float = 0.5, log=print, max_early_failures: int = MAX_EARLY_FAILURES,
-                 stale_s: float = STALE_CONTROLLER_S, artifacts: Path | None = None, warm_workers: bool = False):
+                 stale_s: float = STALE_CONTROLLER_S, artifacts: Path | None = None, warm_workers: bool = False,
+                 budget_s: float | None = None):
         self.store, self.sweep, self.home = store, sweep, Path(home)
         self.stale_s, self.artifacts = stale_s, artifacts
         self.agents, self.count, self.gpus = agents, count, gpus or []
@@ -91,6 +92,8 @@ class Controller:
         self._shutdown = False
         self.max_early_failures = max_early_failures
         self.early_failures = 0  # consecutive trials that failed before logging an epoch
+        self.budget_s = budget_s
+        self.deadline: float | None = None  # wall clock (time.time()) at which the budget ends; set by run()
 
     # --- suggestions -------------------------------------------------------------------------
     def claim(self) -> tuple[Trial | None, str]:
@@ -140,6 +143,8 @@ class Controller:
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.agents))
         if self.gpus:
             env["CUDA_VISIBLE_DEVICES"] = self.gpus[len(self.slots) % len(self.gpus)]
+        if self.deadline is not None:
+            env[protocol.DEADLINE] = repr(self.deadline)
         # the trial process itself marks the trial running (TrialProcess.start): one writer
         argv = protocol.embedded_argv(self.store.path, trial.id, self.home, self.artifacts)
         process = self.launcher.start(argv, log, env)
@@ -214,10 +219,15 @@ class Controller:
     def _others_active(self) -> int:
         return sum(t.owner != self.owner for t in self.store.trials(self.sweep.id, ACTIVE))
 
+    def _budget_spent(self) -> bool:
+        return self.deadline is not None and time.time() >= self.deadline
+
     def run(self) -> Outcome:
         outcome = Outcome(self.sweep.id)
         old = {s: signal.signal(s, self._request_shutdown) for s in (signal.SIGINT, signal.SIGTERM)}
         reap_every = max(self.poll_s, self.stale_s / 4)
+        if self.budget_s is not None:
+            self.deadline = time.time() + self.budget_s
         try:
             self.store.heartbeat(self.owner)
             self._reap()
@@ -233,6 +243,9 @@ class Controller:
                     self._stop_all(signal.SIGINT)
                     break
                 self._collect()
+                if not exhausted and self._budget_spent():
+                    # no new trial; the running ones end themselves at the deadline (protocol.DEADLINE)
+                    exhausted, outcome.reason = True, f"budget {fmt_budget(self.budget_s)} reached"
                 while (not exhausted and len(self.slots) < self.agents
                        and (self.count is None or len(outcome.launched) < self.count)):
                     why = self._too_many_early_failures()
@@ -278,6 +291,16 @@ class Controller:
                 # "stopped" without a hyperband stop: the signal that is stopping us reached it too (systemd
                 # sends SIGTERM to every process of the service), so it was interrupted, not judged
                 self.store.end_trial(trial_id, "interrupted", only_if=("stopped",))
+
+
+def fmt_budget(seconds: float) -> str:
+    """90 -> 1m30s, 600 -> 10m, 3600 -> 1h; under a minute, as given (0.5 -> 0.5s)."""
+    if seconds < 60:
+        return f"{seconds:g}s"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return "".join(f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m"), (secs, "s")) if n) or "0s"
 
 
 def _signal_quietly(pid: int, sig: int) -> None:

@@ -16,6 +16,16 @@ from typing import Mapping, Sequence
 # asked for the process, and when the forked child began running; the trial turns them into its first phases
 LAUNCHED_AT = "COVID_SWEEP_LAUNCHED_AT"
 ENTERED_AT = "COVID_SWEEP_ENTERED_AT"
+# the sweep's time budget, as a wall-clock time (time.time()) on this box: a trial still running then ends
+# itself between two batches as finished, keeping its best epoch; no signal can arrive before it listens
+DEADLINE = "COVID_SWEEP_DEADLINE"
+
+
+def deadline(environ: Mapping[str, str]) -> float | None:
+    try:
+        return float(environ[DEADLINE])
+    except (KeyError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)
