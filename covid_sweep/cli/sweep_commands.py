@@ -18,10 +18,18 @@ from covid_sweep.core.errors import UserError
 @click.argument("sweep_file", type=click.Path(dir_okay=False, path_type=Path))
 def validate(sweep_file: Path) -> None:
     """Check SWEEP_FILE against W&B's schema and TrialConfig before any trial starts."""
-    from covid_sweep.sweep.control.spec import load_spec
+    from covid_sweep.sweep.control.spec import load_spec, pretrained_backbones
 
     config = load_spec(sweep_file)
     click.echo(f"{sweep_file}: valid {config['method']} sweep over {', '.join(config['parameters'])}")
+    if pretrained_backbones(config):
+        from covid_sweep.sweep.control.weights import MissingWeightsError, check_weights
+
+        try:
+            names = check_weights(config, str(sweep_file))
+            click.echo(f"ImageNet weights on this box for: {', '.join(names)}")
+        except MissingWeightsError as err:  # valid YAML: a sweep here would stop at once, and says so
+            click.echo(f"note: {err}")
 
 
 @click.command()
@@ -54,6 +62,7 @@ def sweep(sweep_file, data, count, agents, gpus, resume_id, seed, max_early_fail
     start_fork_server(agent_preload(resolve_location(store, root).kind))
     from covid_sweep.sweep.control.controller import Controller, new_sweep
     from covid_sweep.sweep.control.spec import load_spec
+    from covid_sweep.sweep.control.weights import check_weights
     from covid_sweep.sweep.store import open_store
 
     artifacts = Path(artifacts).absolute() if artifacts else None
@@ -63,6 +72,7 @@ def sweep(sweep_file, data, count, agents, gpus, resume_id, seed, max_early_fail
         the_sweep = store.sweep(resume_id)
         if data:
             raise UserError("--resume continues with the sweep's stored data; drop --data")
+        check_weights(the_sweep.config, f"sweep {the_sweep.id}")
     else:
         if sweep_file is None:
             raise UserError("give a SWEEP_FILE, or --resume ID")
@@ -70,6 +80,7 @@ def sweep(sweep_file, data, count, agents, gpus, resume_id, seed, max_early_fail
         data_dir = os.path.abspath(resolve_data(data)) if data else None
         if data_dir is None and "data_dir" not in config["parameters"]:
             raise UserError("--data is required (or a data_dir parameter in the sweep)")
+        check_weights(config, str(sweep_file))  # before the sweep exists: nothing to resume when weights are missing
         the_sweep = new_sweep(store, config, str(sweep_file), data_dir, seed)
     click.echo(f"sweep {the_sweep.id} ({the_sweep.config['method']}, metric {the_sweep.metric}) in {root}"
                + (f", store {store.path}" if store_url or store.location.kind != "sqlite" else ""))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import socket
 import urllib.error
+from pathlib import Path
 from typing import Callable, Iterable
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -83,6 +85,20 @@ def _load_pretrained(name: str) -> nn.Module:
             "Use pretrained=false, or fetch them on a machine with internet with "
             "`covid-sweep prefetch-weights --backbone " + name + "` and share TORCH_HOME."
         ) from None
+
+
+def weights_file(name: str) -> Path:
+    """Where torch.hub keeps backbone `name`'s ImageNet weights once downloaded (TORCH_HOME/hub/checkpoints)."""
+    url = _weights_for(name).url
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+
+
+def missing_weights(names: Iterable[str]) -> list[str]:
+    """The backbones among `names` whose ImageNet weights are not on this box (a download would be needed)."""
+    unknown = [n for n in names if n not in BACKBONES]
+    if unknown:
+        raise ModelError(f"unknown backbone {unknown[0]!r}; choose one of {', '.join(BACKBONES)}")
+    return [name for name in dict.fromkeys(names) if not weights_file(name).is_file()]
 
 
 def build_model(name: str, pretrained: bool = False, device: torch.device | str | None = None) -> nn.Module:

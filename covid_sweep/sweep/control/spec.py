@@ -101,3 +101,18 @@ def validate(config: dict, source: str = "sweep") -> dict:
 
 def load_spec(path: Path) -> dict:
     return validate(load_yaml(path), source=str(path))
+
+
+def _possible(config: dict, name: str) -> list[Any]:
+    """The values parameter `name` can take in the sweep (its TrialConfig default when the sweep does not set it)."""
+    spec = config.get("parameters", {}).get(name)
+    if spec is None:
+        return [TrialConfig.model_fields[name].default]
+    return _candidate_values(spec)
+
+
+def pretrained_backbones(config: dict) -> list[str]:
+    """The backbones whose ImageNet weights a trial of this sweep may load: none unless pretrained can be true."""
+    if not any(build_config({"pretrained": value}).pretrained for value in _possible(config, "pretrained")):
+        return []
+    return [build_config({"backbone": value}).backbone for value in _possible(config, "backbone")]
