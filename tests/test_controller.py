@@ -168,7 +168,7 @@ def test_status_cli_sorts_by_metric(store, tmp_path):
     where = ["--home", str(tmp_path / "home"), "--store", str(store.path)]
     result = CliRunner().invoke(main, ["status", sweep.id, *where])
     assert result.exit_code == 0, result.output
-    rows = [line for line in result.output.splitlines() if f"{sweep.id}-0" in line]
+    rows = [line for line in result.output.splitlines() if f"{sweep.id}-0" in line and "│" in line]
     assert [r.split("│")[-2].strip() for r in rows] == ["0.9", "0.6", "0.3"]
     assert "3 trials; 3 finished" in result.output
     best = max(store.trials(sweep.id), key=lambda t: t.best)
