@@ -378,3 +378,28 @@ def test_retried_trial_is_named_r2_as_the_readme_says(tmp_path):
     _controller(store, sweep, tmp_path).run()
     assert [t.name for t in store.trials(sweep.id) if t.retry_of == dead.id] == [f"{sweep.id}-001-r2"]
     assert "`NAME-r2`" in (Path(__file__).parents[1] / "README.md").read_text()
+
+
+# ---- issue 26, item 15: a stop for a trial that has just ended --------------------------------------
+
+def test_a_stop_sent_to_a_trial_that_already_ended_is_a_normal_outcome_not_a_crash(tmp_path, monkeypatch):
+    launcher = ForkLauncher(fake_trial.report_preloaded, preload=())
+    handle = launcher.start([str(tmp_path / "out.json")], tmp_path / "log", dict(os.environ))
+    assert handle.wait(60) == 0
+    assert wait_for(lambda: not Path(f"/proc/{handle.pid}").exists())  # reaped: its pid is free for anyone
+    # hyperband's race: the controller has not seen the exit yet when it decides to stop the trial
+    monkeypatch.setattr(handle, "poll", lambda: None)
+    assert handle.send_signal(signal.SIGTERM) is False
+
+
+def test_a_long_hyperband_sweep_of_fast_trials_ends_without_a_traceback(tmp_path):
+    store = Store(tmp_path / "home" / "sweeps.db")
+    config = {"method": "random", "metric": METRIC, "run_cap": 120,
+              "early_terminate": {"type": "hyperband", "min_iter": 1, "eta": 2},
+              "parameters": {"quality": {"min": 0.1, "max": 0.9}, "epochs": {"value": 6},
+                             "epoch_s": {"values": [0.0, 0.01, 0.03]}}}
+    sweep = new_sweep(store, config, "t.yaml", None, seed=4)
+    outcome = _controller(store, sweep, tmp_path, agents=4).run()
+    assert outcome.reason == "run_cap 120 reached"
+    states = {str(t.state) for t in store.trials(sweep.id)}
+    assert states <= {"finished", "stopped"} and "failed" not in states

@@ -186,8 +186,9 @@ class Controller:
         to_stop = engine.runs_to_stop(self.sweep, engine.sweep_runs(self.store, self.sweep))
         for slot in self.slots.values():
             if slot.trial.name in to_stop and not slot.stop_sent:
-                slot.process.send_signal(signal.SIGTERM)
                 slot.stop_sent = True
+                if not slot.process.send_signal(signal.SIGTERM):
+                    continue  # it ended on its own meanwhile: the next collect records how
                 self.store.request_stop(slot.trial.id)
                 self.log(f"trial {slot.trial.name}: hyperband stop")
 
@@ -279,7 +280,7 @@ class Controller:
     def _stop_all(self, sig: int, grace_s: float = 30.0) -> None:
         stopping = dict(self.slots)
         for slot in self.slots.values():
-            _signal_quietly(slot.process.pid, sig)
+            slot.process.send_signal(sig)
         deadline = time.time() + grace_s
         for slot in self.slots.values():
             if slot.process.wait(max(0.1, deadline - time.time())) is None:

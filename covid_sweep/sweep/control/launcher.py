@@ -85,22 +85,51 @@ def limit_threads(threads: int) -> None:
     threadpoolctl.threadpool_limits(limits=threads)  # BLAS and OpenMP runtimes, for the rest of the process
 
 
+def _pidfd(pid: int) -> int | None:
+    """A handle on the process itself (Linux >= 5.3), not on its number: the fork server reaps a trial the moment
+    it exits, and its pid may then be reused by any process on the box. None where pidfds do not exist."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
 class TrialHandle:
     """The subset of subprocess.Popen the controller uses, over a forked multiprocessing.Process."""
 
     def __init__(self, process: multiprocessing.process.BaseProcess):
         self._process = process
         self.pid = process.pid
+        self._fd = _pidfd(process.pid)
 
     def poll(self) -> int | None:
-        return self._process.exitcode
+        code = self._process.exitcode
+        if code is not None:
+            self._release()
+        return code
 
-    def send_signal(self, sig: int) -> None:
-        os.kill(self.pid, sig)
+    def send_signal(self, sig: int) -> bool:
+        """Deliver sig to this trial's process if it still runs: True if delivered, False if it had already
+        ended (a normal outcome: it ended on its own meanwhile). Never reaches a process that reused its pid."""
+        if self.poll() is not None:
+            return False
+        try:
+            if self._fd is not None:
+                signal.pidfd_send_signal(self._fd, sig)
+            else:  # no pidfd: a bare pid, the best this platform offers
+                os.kill(self.pid, sig)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def _release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def wait(self, timeout: float | None = None) -> int | None:
         self._process.join(timeout)
-        return self._process.exitcode
+        return self.poll()
 
     def kill(self) -> None:
         self._process.kill()
@@ -226,9 +255,15 @@ class WarmHandle:
             self._code = self._worker.result()
         return self._code
 
-    def send_signal(self, sig: int) -> None:
-        if self.poll() is None:  # never a signal for an ended trial to the worker's next one
+    def send_signal(self, sig: int) -> bool:
+        """As TrialHandle.send_signal; the worker's pid stays its own while the worker lives."""
+        if self.poll() is not None:  # never a signal for an ended trial to the worker's next one
+            return False
+        try:
             os.kill(self.pid, sig)
+        except ProcessLookupError:
+            return False
+        return True
 
     def wait(self, timeout: float | None = None) -> int | None:
         deadline = None if timeout is None else time.monotonic() + timeout
