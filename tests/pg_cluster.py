@@ -58,12 +58,21 @@ class PgCluster:
             shutil.chown(self.root, SERVICE_USER, SERVICE_USER)
         self._run(str(self.bindir / "initdb"), "-D", str(self.data), "--auth=trust", "--username=postgres",
                   "--encoding=UTF8", "--no-sync")
+        self.resume()
+        return self
+
+    def resume(self) -> None:
+        """Start the server (again: after pause(), on the same port and data)."""
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=100"
         if not self.fsync:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start")
         self._started = True
-        return self
+
+    def pause(self) -> None:
+        """Stop the server as a restart or failover does, keeping its data: clients see their connections drop."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+        self._started = False
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"

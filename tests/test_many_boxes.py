@@ -271,3 +271,72 @@ def test_a_store_connection_dropped_by_the_server_is_reopened_between_statements
     with store.write_lock():  # and the lock works on it
         store.add_trial(sweep.id, f"{sweep.id}-001", {}, owner="box:1")
     assert [t.name for t in store.trials(sweep.id)] == [f"{sweep.id}-001"]
+
+
+# ---- issue 26, item 8: a database that restarts -----------------------------------------------------
+
+@pytest.fixture
+def own_cluster(pg_cluster):
+    """A PostgreSQL server of this test's own, which the test stops and starts again (as a restart or a failover
+    does) without disturbing the session's shared one."""
+    from pg_cluster import PgCluster
+
+    cluster = PgCluster(pg_cluster.bindir).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def test_a_database_restart_mid_sweep_is_ridden_out_and_nothing_committed_is_lost(own_cluster, tmp_path):
+    url = own_cluster.create_database("outage")
+    store = Store(url)
+    config = {"method": "grid", "metric": METRIC,
+              "parameters": {"quality": {"values": [0.4, 0.7]}, "epochs": {"value": 12}, "epoch_s": {"value": 0.25}}}
+    sweep = new_sweep(store, config, "t.yaml", None, seed=0)
+    box = start_box(store, sweep.id, tmp_path, "box-a", agents=2)
+    assert wait_for(lambda: any(t.epochs >= 2 for t in store.trials(sweep.id)), timeout=60)
+    store.close()
+    logged_before = {t.name: t.epochs for t in Store(url).trials(sweep.id)}
+    own_cluster.pause()  # the controller and both trials lose their connections mid-epoch-loop
+    try:
+        box.wait(timeout=5)  # gave up: fails below
+    except subprocess.TimeoutExpired:
+        pass
+    own_cluster.resume()
+    output = box.communicate(timeout=120)[0]
+    assert box.returncode == 0, output
+    assert "unreachable" in output and "Traceback" not in output
+    after = Store(url)
+    trials = after.trials(sweep.id)
+    assert [t.state for t in trials] == ["finished", "finished"], output
+    for trial in trials:  # every epoch is there once, those logged before the outage included
+        assert [h["epoch"] for h in after.history(trial.id)] == list(range(1, 13))
+        assert trial.epochs == 12 and trial.epochs >= logged_before.get(trial.name, 0)
+
+
+def test_an_outage_longer_than_the_window_is_one_line_after_backing_off():
+    from covid_sweep.sweep.store.outage import StoreUnavailable, ride_out
+
+    now, waits = [0.0], []
+
+    def down():
+        raise StoreUnavailable("connection refused")
+
+    def sleep(seconds):
+        waits.append(seconds)
+        now[0] += seconds
+
+    with pytest.raises(StoreError, match="stayed unreachable for 60 s") as err:
+        ride_out(down, "postgresql://box/db", window_s=60, sleep=sleep, clock=lambda: now[0])
+    assert not isinstance(err.value, StoreUnavailable)  # given up: no caller retries it again
+    assert waits[:4] == [0.25, 0.5, 1.0, 2.0] and max(waits) == 5.0 and sum(waits) == pytest.approx(60)
+    calls = iter([StoreUnavailable("restarting"), StoreUnavailable("restarting"), "done"])
+
+    def flaky():
+        value = next(calls)
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    assert ride_out(flaky, "db", window_s=60, sleep=lambda s: None) == "done"

@@ -98,6 +98,9 @@ class Controller:
     # --- suggestions -------------------------------------------------------------------------
     def claim(self) -> tuple[Trial | None, str]:
         """Next trial for this agent (a retry first, else the engine's suggestion), or (None, why not)."""
+        return self.store.retrying(self._claim)  # a server restart rolls the claim back whole: claim again
+
+    def _claim(self) -> tuple[Trial | None, str]:
         with self.store.write_lock():
             trials = self.store.trials(self.sweep.id)
             if engine.target_reached(self.sweep, trials):

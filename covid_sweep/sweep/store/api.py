@@ -21,6 +21,7 @@ from typing import Iterator
 from covid_sweep.core.goals import improves, rank_key
 from covid_sweep.core.states import ACTIVE, ENDED, TrialState
 from covid_sweep.sweep.store.location import StoreError, StoreLocation, parse_location, resolve_location
+from covid_sweep.sweep.store.outage import ride_out
 
 __all__ = ["SCHEMA_VERSION", "Store", "StoreError", "Sweep", "Trial", "best_finished", "finished", "machine_id",
            "open_store", "process_start"]
@@ -145,6 +146,7 @@ class Store:
 
             self.backend = PostgresBackend(self.location, create, SCHEMA_VERSION)
         self.conn = self.backend.conn
+        self._locked = False
         self._check_version()
 
     def _check_version(self) -> None:
@@ -161,12 +163,23 @@ class Store:
 
     @contextmanager
     def write_lock(self) -> Iterator:
-        """One writer at a time across processes (and boxes): what is read inside is still true at commit."""
-        with self.backend.transaction() as conn:
-            yield conn
+        """One writer at a time across processes (and boxes): what is read inside is still true at commit.
+        A caller that must ride out a server restart runs its whole locked block through `retrying`."""
+        self._locked = True
+        try:
+            with self.backend.transaction() as conn:
+                yield conn
+        finally:
+            self._locked = False
+
+    def retrying(self, call):
+        """call(), run again whole while the store's server is briefly unreachable (store/outage.py)."""
+        return ride_out(call, str(self.path))
 
     def _execute(self, sql: str, params=()):
-        return self.backend.execute(sql, params)
+        if getattr(self, "_locked", False):  # inside a transaction: retried whole by its caller, if at all
+            return self.backend.execute(sql, params)
+        return self.retrying(lambda: self.backend.execute(sql, params))
 
     # sweeps
     def create_sweep(self, sweep_id: str, name: str | None, source: str | None, config: dict, data_dir: str | None,
@@ -223,6 +236,9 @@ class Store:
                       (TrialState.RUNNING.value, pid, process_start(pid), trial_id, TrialState.PENDING.value))
 
     def log_epoch(self, trial_id: int, record: dict, metric: str | None, goal: str) -> None:
+        self.retrying(lambda: self._log_epoch(trial_id, record, metric, goal))  # idempotent: safe to run again
+
+    def _log_epoch(self, trial_id: int, record: dict, metric: str | None, goal: str) -> None:
         epoch = int(record["epoch"])
         with self.write_lock():
             self._execute("INSERT INTO epochs (trial_id, epoch, metrics) VALUES (?,?,?) "
@@ -250,6 +266,9 @@ class Store:
 
     def add_phases(self, trial_id: int, phases: dict[str, float]) -> None:
         """Merge {phase: seconds} into the trial's timing record (a later value of a phase replaces the earlier)."""
+        self.retrying(lambda: self._add_phases(trial_id, phases))
+
+    def _add_phases(self, trial_id: int, phases: dict[str, float]) -> None:
         with self.write_lock():
             row = self._execute("SELECT phases FROM trials WHERE id=?", (trial_id,)).fetchone()
             merged = {**json.loads(row["phases"] or "{}"), **{k: round(float(v), 4) for k, v in phases.items()}}

@@ -14,6 +14,7 @@ from typing import Iterator
 import sqlalchemy as sa
 
 from covid_sweep.sweep.store.location import StoreError, StoreLocation, mask_password
+from covid_sweep.sweep.store.outage import StoreUnavailable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sweeps (
@@ -81,6 +82,7 @@ class PostgresBackend:
         self.engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", pool_pre_ping=True, pool_size=1)
         self._sql: dict[str, str] = {}
         self._in_transaction = False
+        self._opened = False  # until the store has opened once, an unreachable server is an error, not an outage
         self.conn = self._connect()
         if not create and self.schema_version() is None:
             self.close()
@@ -91,12 +93,14 @@ class PostgresBackend:
                 self.conn.exec_driver_sql(SCHEMA)
                 if self.conn.exec_driver_sql("SELECT COUNT(*) FROM schema_version").scalar() == 0:
                     self.conn.exec_driver_sql("INSERT INTO schema_version VALUES (%s)", (version,))
+        self._opened = True
 
     def _connect(self) -> sa.Connection:
         try:
             return self.engine.connect()
         except sa.exc.OperationalError as err:
-            raise StoreError(f"{self.label}: cannot connect to the sweep store ({_first_line(err)})") from None
+            error = StoreUnavailable if self._opened else StoreError
+            raise error(f"{self.label}: cannot connect to the sweep store ({_first_line(err)})") from None
 
     def schema_version(self) -> int | None:
         exists = self.conn.exec_driver_sql("SELECT to_regclass('schema_version') IS NOT NULL").scalar()
@@ -117,19 +121,31 @@ class PostgresBackend:
 
     def execute(self, sql: str, params=()) -> _Result:
         statement = self._translate(sql)
+        if (self.conn.closed or self.conn.invalidated) and not self._in_transaction:
+            self._reconnect()  # the server went away during an earlier call
         try:
             return _Result(self.conn.exec_driver_sql(statement, tuple(params)))
         except sa.exc.DBAPIError as err:
-            if err.connection_invalidated and not self._in_transaction:
-                pass  # reconnect below
-            elif isinstance(err, sa.exc.OperationalError):  # the server, not our SQL: one line for the user
-                raise StoreError(f"{self.label}: {_first_line(err)}") from err
-            else:
+            if not _lost(err):
                 raise
+            if self._in_transaction:  # the transaction is gone with its connection: its caller retries it whole
+                raise StoreUnavailable(f"{self.label}: {_first_line(err)}") from None
         # the server restarted or the network dropped since the last call (a sweep runs for days):
         # one statement outside a transaction is safe to send again on a new connection
+        self._reconnect()
+        try:
+            return _Result(self.conn.exec_driver_sql(statement, tuple(params)))
+        except sa.exc.DBAPIError as err:
+            if _lost(err):
+                raise StoreUnavailable(f"{self.label}: {_first_line(err)}") from None
+            raise
+
+    def _reconnect(self) -> None:
+        try:
+            self.conn.close()
+        except sa.exc.SQLAlchemyError:
+            pass
         self.conn = self._connect()
-        return _Result(self.conn.exec_driver_sql(statement, tuple(params)))
 
     def insert(self, sql: str, params) -> int:
         return self.execute(sql + " RETURNING id", params).fetchone()["id"]
@@ -143,16 +159,30 @@ class PostgresBackend:
             self.conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
             yield self.conn
             self.conn.exec_driver_sql("COMMIT")
+        except sa.exc.DBAPIError as err:
+            if not _lost(err):
+                self._rollback()
+                raise
+            # the server dropped the connection: it rolled the transaction back; the caller retries it whole
+            raise StoreUnavailable(f"{self.label}: {_first_line(err)}") from None
         except BaseException:
-            if not self.conn.invalidated:
-                self.conn.exec_driver_sql("ROLLBACK")
+            self._rollback()
             raise
         finally:
             self._in_transaction = False
 
+    def _rollback(self) -> None:
+        if not self.conn.invalidated:
+            self.conn.exec_driver_sql("ROLLBACK")
+
     def close(self) -> None:
         self.conn.close()
         self.engine.dispose()
+
+
+def _lost(err: sa.exc.DBAPIError) -> bool:
+    """The connection or the server failed (restart, failover, network), not our SQL."""
+    return err.connection_invalidated or isinstance(err, sa.exc.OperationalError)
 
 
 def _first_line(err: Exception) -> str:
