@@ -19,6 +19,7 @@ from conftest import wait_for
 from covid_sweep.cli import main
 from covid_sweep.sweep.control.controller import Controller, new_sweep
 from covid_sweep.sweep.control.launcher import ForkLauncher
+from covid_sweep.sweep.control.outcome import StopReason
 from covid_sweep.sweep.store import Store
 
 HERE = Path(__file__).parent
@@ -54,6 +55,7 @@ def test_bayes_sweep_runs_to_run_cap_and_keeps_every_epoch(store, tmp_path):
     sweep = new_sweep(store, config, "t.yaml", None, seed=3)
     outcome = run_controller(store, sweep, tmp_path)
     assert outcome.reason == "run_cap 5 reached" and len(outcome.launched) == 5
+    assert outcome.stop.reason is StopReason.RUN_CAP and outcome.stop.reason.retryable and not outcome.failed
     trials = store.trials(sweep.id)
     assert [t.state for t in trials] == ["finished"] * 5
     for trial in trials:
@@ -253,7 +255,7 @@ def test_a_budget_ends_the_sweep_with_its_running_trials_finished(store, tmp_pat
               "parameters": {"quality": {"min": 0.1, "max": 0.9}, "epochs": {"value": 200}, "epoch_s": {"value": 0.05}}}
     sweep = new_sweep(store, config, "t.yaml", None, seed=1)
     outcome = run_controller(store, sweep, tmp_path, agents=2, budget_s=2.0)
-    assert outcome.reason == "budget 2s reached"
+    assert outcome.reason == "budget 2s reached" and outcome.stop.reason is StopReason.BUDGET
     assert len(outcome.launched) == 2  # each would run 10 s: none ended before the budget, none started after it
     trials = store.trials(sweep.id)
     assert [t.state for t in trials] == ["finished", "finished"]  # not failed, not stopped: their best epoch counts

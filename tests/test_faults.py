@@ -335,6 +335,7 @@ def test_trials_that_all_fail_before_their_first_epoch_stop_the_sweep_after_5(tm
     outcome = _controller(store, sweep, tmp_path, count=12).run()  # count: a bound for the old behaviour
     assert len(outcome.launched) == 5, outcome
     assert "5 trials in a row failed before their first epoch" in outcome.reason
+    assert outcome.failed  # the one reason that makes `covid-sweep sweep` exit non-zero
     assert [t.state for t in store.trials(sweep.id)] == ["failed"] * 5
 
 

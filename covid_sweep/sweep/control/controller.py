@@ -15,20 +15,19 @@ import secrets
 import signal
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from covid_sweep.core.states import ACTIVE, TrialState
 from covid_sweep.sweep.control import engine, protocol
 from covid_sweep.sweep.control.launcher import ForkLauncher, TrialHandle, WarmHandle, WarmLauncher, agent_preload
+from covid_sweep.sweep.control.outcome import Outcome, Stop, StopReason
 from covid_sweep.sweep.store import Store, Sweep, Trial, machine_id, process_start
 from covid_sweep.tracking.tracker import trial_process_env
 
 MAX_ATTEMPTS = 2  # an interrupted trial is retried once; interrupted again, it counts as failed
 MAX_EARLY_FAILURES = 5  # as `wandb agent`: this many trials in a row failing before any epoch end the sweep
 STALE_CONTROLLER_S = 60.0  # a heartbeat is written every poll (0.5 s); this much silence means the box is gone
-# why a claim found nothing that a retry of another controller's trial can still change
-RETRYABLE_ENDS = ("run_cap", "search space exhausted")
 
 
 def new_sweep(store: Store, config: dict, source: str, data_dir: str | None, seed: int | None = None) -> Sweep:
@@ -43,13 +42,6 @@ class Slot:
     process: TrialHandle | WarmHandle
     log: Path
     stop_sent: bool = False
-
-
-@dataclass
-class Outcome:
-    sweep_id: str
-    launched: list[str] = field(default_factory=list)
-    reason: str = ""
 
 
 def _owner_alive(store: Store, owner: str | None, stale_s: float) -> bool:
@@ -96,27 +88,27 @@ class Controller:
         self.deadline: float | None = None  # wall clock (time.time()) at which the budget ends; set by run()
 
     # --- suggestions -------------------------------------------------------------------------
-    def claim(self) -> tuple[Trial | None, str]:
+    def claim(self) -> tuple[Trial | None, Stop | None]:
         """Next trial for this agent (a retry first, else the engine's suggestion), or (None, why not)."""
         return self.store.retrying(self._claim)  # a server restart rolls the claim back whole: claim again
 
-    def _claim(self) -> tuple[Trial | None, str]:
+    def _claim(self) -> tuple[Trial | None, Stop | None]:
         with self.store.write_lock():
             trials = self.store.trials(self.sweep.id)
             if engine.target_reached(self.sweep, trials):
-                return None, f"metric.target {self.sweep.config['metric']['target']} reached"
+                return None, Stop(StopReason.TARGET, f"metric.target {self.sweep.target} reached")
             retry = self._retry_candidate(trials)
             if retry is not None:
-                return retry, ""
+                return retry, None
             originals = [t for t in trials if t.retry_of is None]
-            cap = self.sweep.config.get("run_cap")
+            cap = self.sweep.run_cap
             if cap is not None and len(originals) >= cap:
-                return None, f"run_cap {cap} reached"
+                return None, Stop(StopReason.RUN_CAP, f"run_cap {cap} reached")
             params = engine.suggest(self.sweep, engine.sweep_runs(self.store, self.sweep))
             if params is None:
-                return None, "search space exhausted"
+                return None, Stop(StopReason.EXHAUSTED, "search space exhausted")
             name = f"{self.sweep.id}-{len(originals) + 1:03d}"
-            return self.store.add_trial(self.sweep.id, name, params, self.owner), ""
+            return self.store.add_trial(self.sweep.id, name, params, self.owner), None
 
     def _retry_candidate(self, trials: list[Trial]) -> Trial | None:
         retried = {t.retry_of for t in trials if t.retry_of is not None}
@@ -174,14 +166,15 @@ class Controller:
     def _count_early_failure(self, trial: Trial) -> None:
         if trial.state == TrialState.FAILED and trial.epochs == 0:
             self.early_failures += 1
-        elif trial.epochs > 0 or trial.state in ("finished", "stopped"):
+        elif trial.epochs > 0 or trial.state in (TrialState.FINISHED, TrialState.STOPPED):
             self.early_failures = 0
 
-    def _too_many_early_failures(self) -> str:
+    def _too_many_early_failures(self) -> Stop | None:
         if self.early_failures < self.max_early_failures:
-            return ""
-        return (f"{self.early_failures} trials in a row failed before their first epoch (a data or setup "
-                f"problem, not a recipe: see {self.home / 'logs' / self.sweep.id}); fix it, then --resume")
+            return None
+        return Stop(StopReason.EARLY_FAILURES,
+                    f"{self.early_failures} trials in a row failed before their first epoch (a data or setup "
+                    f"problem, not a recipe: see {self.home / 'logs' / self.sweep.id}); fix it, then --resume")
 
     def _hyperband(self) -> None:
         if not self.slots:
@@ -243,30 +236,32 @@ class Controller:
                     if self._reap():
                         exhausted = False  # their retries are ours to claim
                 if self._shutdown:  # before collecting: trials that the same signal ended are judged by _stop_all
-                    outcome.reason = outcome.reason or "interrupted by signal"
+                    outcome.stop = outcome.stop or Stop(StopReason.SIGNAL, "interrupted by signal")
                     self._stop_all(signal.SIGINT)
                     break
                 self._collect()
                 if not exhausted and self._budget_spent():
                     # no new trial; the running ones end themselves at the deadline (protocol.DEADLINE)
-                    exhausted, outcome.reason = True, f"budget {fmt_budget(self.budget_s)} reached"
+                    exhausted = True
+                    outcome.stop = Stop(StopReason.BUDGET, f"budget {fmt_budget(self.budget_s)} reached")
                 while (not exhausted and len(self.slots) < self.agents
                        and (self.count is None or len(outcome.launched) < self.count)):
                     why = self._too_many_early_failures()
                     trial, why = (None, why) if why else self.claim()
                     if trial is None:
-                        exhausted, outcome.reason = True, why
+                        exhausted, outcome.stop = True, why
                         break
                     self.slots[trial.id] = self.launch(trial)
                     outcome.launched.append(trial.name)
                 if not self.slots:
                     can_launch = self.count is None or len(outcome.launched) < self.count
-                    others = self._others_active() if can_launch and outcome.reason.startswith(RETRYABLE_ENDS) else 0
+                    retryable = outcome.stop is not None and outcome.stop.reason.retryable
+                    others = self._others_active() if can_launch and retryable else 0
                     if not others and waiting:  # what we waited for ended: an interrupted one is ours to retry
                         waiting, exhausted = False, False
                         continue
                     if not others:
-                        outcome.reason = outcome.reason or f"count {self.count} reached"
+                        outcome.stop = outcome.stop or Stop(StopReason.COUNT, f"count {self.count} reached")
                         break
                     if not waiting:
                         self.log(f"nothing left to launch; waiting for {others} trials of other controllers "
@@ -294,7 +289,7 @@ class Controller:
             if not slot.stop_sent:
                 # "stopped" without a hyperband stop: the signal that is stopping us reached it too (systemd
                 # sends SIGTERM to every process of the service), so it was interrupted, not judged
-                self.store.end_trial(trial_id, "interrupted", only_if=("stopped",))
+                self.store.end_trial(trial_id, TrialState.INTERRUPTED, only_if=(TrialState.STOPPED,))
 
 
 def fmt_budget(seconds: float) -> str:

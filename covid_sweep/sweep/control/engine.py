@@ -64,7 +64,7 @@ def suggest(sweep: Sweep, runs: list[sweeps.SweepRun]) -> dict | None:
 
 
 def runs_to_stop(sweep: Sweep, runs: list[sweeps.SweepRun]) -> set[str]:
-    if sweep.config.get("early_terminate", {}).get("type") != "hyperband":
+    if not sweep.hyperband:
         return set()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -72,7 +72,7 @@ def runs_to_stop(sweep: Sweep, runs: list[sweeps.SweepRun]) -> set[str]:
 
 
 def target_reached(sweep: Sweep, trials: list[Trial]) -> bool:
-    target = sweep.config.get("metric", {}).get("target")
+    target = sweep.target
     if target is None:
         return False
     for trial in trials:

@@ -108,13 +108,39 @@ class Sweep:
     seed: int
     created: float
 
+    # the sweep config (W&B's schema, defaults filled by sweeps.SweepConfig) read in one place, typed
+
     @property
     def metric(self) -> str | None:
-        return self.config.get("metric", {}).get("name")
+        return self._metric.get("name")
 
     @property
     def goal(self) -> str:
-        return self.config.get("metric", {}).get("goal", "minimize")
+        return self._metric.get("goal", "minimize")  # W&B's default
+
+    @property
+    def target(self) -> float | None:
+        return self._metric.get("target")
+
+    @property
+    def method(self) -> str:
+        return self.config.get("method", "?")
+
+    @property
+    def run_cap(self) -> int | None:
+        return self.config.get("run_cap")
+
+    @property
+    def parameters(self) -> dict:
+        return self.config.get("parameters", {})
+
+    @property
+    def hyperband(self) -> bool:
+        return (self.config.get("early_terminate") or {}).get("type") == "hyperband"
+
+    @property
+    def _metric(self) -> dict:
+        return self.config.get("metric") or {}
 
 
 def finished(trials: list[Trial]) -> list[Trial]:

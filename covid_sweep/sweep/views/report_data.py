@@ -60,11 +60,11 @@ def from_store(store: Store, sweep_id: str) -> SweepRecord:
                            params=t.params, seconds=duration(t, now), phases=t.phases, history=store.history(t.id),
                            artifact=t.artifact, promoted=t.id == promoted)
                for t in ranked(trials, sweep.goal)]
-    return SweepRecord(id=sweep.id, name=sweep.name or sweep.id, method=sweep.config.get("method", "?"),
-                       metric=sweep.metric, goal=sweep.goal, run_cap=sweep.config.get("run_cap"),
+    return SweepRecord(id=sweep.id, name=sweep.name or sweep.id, method=sweep.method,
+                       metric=sweep.metric, goal=sweep.goal, run_cap=sweep.run_cap,
                        source=f"embedded store {getattr(store, 'path', '')}".strip(),
                        param_order=param_names(sweep, trials), trials=records,
-                       objective_split=objective_split(trials), parameters=sweep.config.get("parameters", {}),
+                       objective_split=objective_split(trials), parameters=sweep.parameters,
                        data_dir=sweep.data_dir, selection=estimate_json(sweep_estimate(sweep, trials)))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from covid_sweep.core.states import TrialState
 from covid_sweep.sweep.views.importance import ImportanceResult
 from covid_sweep.sweep.views.report_data import SweepRecord, TrialRecord
 from covid_sweep.sweep.views.report_model import PromotedModel
@@ -61,7 +62,7 @@ def metric_curves(record: SweepRecord):
         rows = [r for r in trial.history if isinstance(r.get(record.metric), (int, float)) and "epoch" in r]
         if not rows:
             continue
-        dash = "dot" if trial.state == "stopped" else "solid"
+        dash = "dot" if trial.state == TrialState.STOPPED else "solid"
         fig.add_trace(go.Scatter(x=[r["epoch"] for r in rows], y=[r[record.metric] for r in rows], mode="lines+markers",
                                  name=f"{trial.id} ({trial.state})", line={"dash": dash, "width": 3 if trial.promoted else 1.5}))
     if not fig.data:
