@@ -39,6 +39,21 @@ def test_scores(artifact, data: Path, labels: np.ndarray) -> dict:
     return {"auc": scores["auc"], "acc": scores["acc"]}
 
 
+def torchscript_parity(ensemble, data: Path) -> float:
+    """max |P(COVID) of the exported TorchScript ensemble - predict's| over the test images."""
+    import torch
+
+    from covid_sweep.data.layout import decode_resized
+    from covid_sweep.inference.export.torchscript import export_torchscript
+
+    target = export_torchscript(ensemble, Path(tempfile.mkdtemp()) / "model.pt")
+    scripted = torch.jit.load(str(target))
+    split = load_split(data, "test")
+    with torch.no_grad():
+        got = scripted([torch.from_numpy(decode_resized(split, size)) for size in ensemble.input_sizes]).numpy()
+    return float(np.abs(got - predict_split(ensemble, data).probs).max())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep")
@@ -62,11 +77,14 @@ def main() -> None:
     per_trial = {t.name: test_scores(load_artifact(t.artifact), args.data, labels) for t in done}
     single = result.single
     rows = [("best single trial " + best.name, single, per_trial[best.name])]
+    parity = None
     if len(result.members) > 1:
         folder = build_ensemble({n: Path(next(t.artifact for t in done if t.name == n)) for n in result.members},
                                 result, sweep.metric, sweep.goal, Path(tempfile.mkdtemp()))
+        ensemble = load_artifact(folder)
         rows.append(("greedy ensemble " + ", ".join(f"{n} {w:.2f}" for n, w in result.members.items()),
-                     result.ensemble, test_scores(load_artifact(folder), args.data, labels)))
+                     result.ensemble, test_scores(ensemble, args.data, labels)))
+        parity = torchscript_parity(ensemble, args.data)
     else:
         rows.append((f"greedy ensemble = {next(iter(result.members))} alone", result.ensemble,
                      per_trial[next(iter(result.members))]))
@@ -86,6 +104,9 @@ def main() -> None:
               f"{scores['acc']:>9.3f}")
         out["rows"].append({"model": label, **est.as_dict(), "test_auc": scores["auc"], "test_acc": scores["acc"],
                             "inside": inside})
+    if parity is not None:
+        print(f"ensemble: TorchScript vs predict on {len(labels)} test images: max |diff| {parity:.2e}")
+        out["torchscript_max_abs_diff"] = parity
     aucs = [s["auc"] for s in per_trial.values()]
     print(f"every trial's test AUC: mean {np.mean(aucs):.3f} (min {min(aucs):.3f}, max {max(aucs):.3f}); "
           f"greedy ensemble wins on validation: {result.ensemble_wins}")
