@@ -11,27 +11,21 @@ import subprocess
 import sys
 from pathlib import Path
 
-import fake_trial
 import pytest
 from click.testing import CliRunner
-from conftest import wait_for
+from helpers.fakes import METRIC, fake_controller
+from helpers.polling import wait_for
 
 from covid_sweep.cli import main
-from covid_sweep.sweep.control.controller import Controller, new_sweep
-from covid_sweep.sweep.control.launcher import ForkLauncher
+from covid_sweep.sweep.control.controller import new_sweep
 from covid_sweep.sweep.control.outcome import StopReason
 from covid_sweep.sweep.store import Store
 
 HERE = Path(__file__).parent
-# fake_trial is importable because pytest puts tests/ on sys.path, which the forkserver inherits
-FAKE_LAUNCHER = ForkLauncher(fake_trial.main, preload=("covid_sweep.sweep.control.child",))
-METRIC = {"name": "val_auc", "goal": "maximize"}
 
 
 def run_controller(store, sweep, tmp_path, **kwargs):
-    controller = Controller(store, sweep, tmp_path / "home", launcher=FAKE_LAUNCHER, poll_s=0.05,
-                            log=lambda *_: None, **kwargs)
-    return controller.run()
+    return fake_controller(store, sweep, tmp_path / "home", **kwargs).run()
 
 
 def by_state(store, sweep_id):

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import make_dataset, scripted_probs
+from helpers.data import make_dataset
 from helpers.sweeps import add_trial, new_store
+from helpers.torchscript import scripted_probs
 
 from covid_sweep.cli import main
 from covid_sweep.core.config import build_config

@@ -8,7 +8,6 @@ behind, and a user's fault is one line naming the file.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import signal
@@ -22,17 +21,18 @@ from pathlib import Path
 import fake_trial
 import pytest
 from click.testing import CliRunner
-from conftest import wait_for
+from helpers.fakes import METRIC, fake_controller
+from helpers.faults import failing_on_call, failing_when
+from helpers.polling import wait_for
+from helpers.sweeps import add_trial, new_store
 
 from covid_sweep.cli import main
 from covid_sweep.core import paths
-from covid_sweep.sweep.control.controller import Controller, new_sweep
+from covid_sweep.sweep.control.controller import new_sweep
 from covid_sweep.sweep.control.launcher import ForkLauncher
 from covid_sweep.sweep.store import Store
 
 HERE = Path(__file__).parent
-FAKE_LAUNCHER = ForkLauncher(fake_trial.main, preload=("covid_sweep.sweep.control.child",))
-METRIC = {"name": "val_auc", "goal": "maximize"}
 
 
 def _two_trial_grid(tmp_path):
@@ -49,10 +49,6 @@ def _controller_process(store, sweep, tmp_path):
                              str(tmp_path / "home"), "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
 
-
-def _controller(store, sweep, tmp_path, **kwargs):
-    return Controller(store, sweep, tmp_path / "home", launcher=FAKE_LAUNCHER, poll_s=0.05,
-                      log=lambda *_: None, **kwargs)
 
 
 def _one_line_error(result, *needles):
@@ -88,7 +84,7 @@ def test_sigterm_to_the_controller_process_group_interrupts_trials_and_resume_re
     assert [t.state for t in trials] == ["interrupted", "interrupted"], (output, [t.error for t in trials])
     assert all(len(store.history(t.id)) >= 1 for t in trials)  # what they logged is kept
 
-    outcome = _controller(store, sweep, tmp_path, agents=2).run()
+    outcome = fake_controller(store, sweep, tmp_path / "home", agents=2).run()
     retries = [t for t in store.trials(sweep.id) if t.retry_of is not None]
     assert sorted(t.name for t in retries) == sorted(f"{t.name}-r2" for t in trials)  # the README's name
     assert all(t.state == "finished" for t in retries), (outcome, [(t.state, t.error) for t in retries])
@@ -130,7 +126,7 @@ def test_resume_after_a_reboot_never_signals_the_stranger_that_now_holds_a_trial
         orphan = store.add_trial(sweep.id, f"{sweep.id}-002", {"quality": 0.4}, owner=dead_owner)
         store.mark_running(orphan.id, pid=ours.pid)
 
-        reaped = _controller(store, sweep, tmp_path).reap_orphans()
+        reaped = fake_controller(store, sweep, tmp_path / "home").reap_orphans()
         assert sorted(reaped) == [recycled.name, orphan.name]
         assert ours.wait(timeout=10) == -signal.SIGINT  # the real orphan is told to stop
         assert stranger.poll() is None  # the stranger is left alone
@@ -162,12 +158,8 @@ FULL_DISK_EXPORT = textwrap.dedent("""
 
 
 def _store_with_winner(home: Path, artifact: Path) -> None:
-    store = Store(paths.store_path(home))
-    store.create_sweep("sw1", "test", "t.yaml", {"method": "bayes", "metric": METRIC, "parameters": {}}, None, 0)
-    trial = store.add_trial("sw1", "sw1-001", {"lr": 1e-3}, owner="test:1")
-    store.mark_running(trial.id, pid=1)
-    store.log_epoch(trial.id, {"epoch": 1, "val_auc": 0.8}, "val_auc", "maximize")
-    store.end_trial(trial.id, "finished", artifact=str(artifact))
+    store = new_store(home)
+    add_trial(store, "sw1-001", "finished", [0.8], artifact)
     store.close()
 
 
@@ -196,14 +188,7 @@ def test_full_disk_while_writing_the_export_folder_is_one_line_and_keeps_the_old
     _store_with_winner(home, artifact)
     out.mkdir(parents=True)
     (out / "submission.csv").write_text("old\n")
-    real_write_text = Path.write_text
-
-    def write_text(self, *args, **kwargs):
-        if self.name == "model_card.md":
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write_text(self, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "write_text", write_text)
+    monkeypatch.setattr(Path, "write_text", failing_when(Path.write_text, lambda path, *_, **__: path.name == "model_card.md"))
     result = CliRunner().invoke(main, ["export-best", "sw1", "--data", str(data), "--out", str(out),
                                        "--home", str(home), "--force"])
     monkeypatch.undo()
@@ -215,15 +200,7 @@ def test_full_disk_while_writing_the_export_folder_is_one_line_and_keeps_the_old
 def test_full_disk_during_predict_writes_neither_file_and_a_rerun_works(trained, tmp_path, monkeypatch):
     data, artifact = trained
     out = tmp_path / "sub.csv"
-    real_fsync, calls = os.fsync, []
-
-    def fsync_disk_full_on_second_file(fd):
-        calls.append(fd)
-        if len(calls) == 2:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync_disk_full_on_second_file)
+    monkeypatch.setattr(os, "fsync", failing_on_call(os.fsync, 2))  # the disk fills up at the second file
     result = CliRunner().invoke(main, ["predict", "--model", str(artifact), "--data", str(data), "--out", str(out)])
     monkeypatch.undo()
     _one_line_error(result, "No space left on device")
@@ -300,8 +277,7 @@ def test_damaged_artifact_file_is_one_line_naming_it(trained, tmp_path, damage, 
 
 
 def _store_file_with_a_sweep(home: Path) -> Path:
-    store = Store(paths.store_path(home))
-    store.create_sweep("sw1", "test", "t.yaml", {"method": "random", "metric": METRIC, "parameters": {}}, None, 0)
+    store = new_store(home)
     for i in range(200):  # enough rows for several pages
         store.add_trial("sw1", f"sw1-{i:03d}", {"lr": i, "pad": "x" * 200}, owner="test:1")
     store.close()
@@ -332,7 +308,7 @@ def test_trials_that_all_fail_before_their_first_epoch_stop_the_sweep_after_5(tm
               "parameters": {"quality": {"min": 0.1, "max": 0.9}, "epochs": {"value": 2}, "epoch_s": {"value": 0.02},
                              "crash_at": {"value": 1}}}
     sweep = new_sweep(store, config, "t.yaml", None, seed=0)
-    outcome = _controller(store, sweep, tmp_path, count=12).run()  # count: a bound for the old behaviour
+    outcome = fake_controller(store, sweep, tmp_path / "home", count=12).run()  # count: a bound for the old behaviour
     assert len(outcome.launched) == 5, outcome
     assert "5 trials in a row failed before their first epoch" in outcome.reason
     assert outcome.failed  # the one reason that makes `covid-sweep sweep` exit non-zero
@@ -376,7 +352,7 @@ def test_retried_trial_is_named_r2_as_the_readme_says(tmp_path):
     dead = store.add_trial(sweep.id, f"{sweep.id}-001", {"quality": 0.4, "epochs": 1, "epoch_s": 0.05},
                            owner=f"{socket.gethostname()}:{2**22 + 12345}")
     store.mark_running(dead.id, pid=2**22 + 12346)
-    _controller(store, sweep, tmp_path).run()
+    fake_controller(store, sweep, tmp_path / "home").run()
     assert [t.name for t in store.trials(sweep.id) if t.retry_of == dead.id] == [f"{sweep.id}-001-r2"]
     assert "`NAME-r2`" in (Path(__file__).parents[1] / "README.md").read_text()
 
@@ -400,7 +376,7 @@ def test_a_long_hyperband_sweep_of_fast_trials_ends_without_a_traceback(tmp_path
               "parameters": {"quality": {"min": 0.1, "max": 0.9}, "epochs": {"value": 6},
                              "epoch_s": {"values": [0.0, 0.01, 0.03]}}}
     sweep = new_sweep(store, config, "t.yaml", None, seed=4)
-    outcome = _controller(store, sweep, tmp_path, agents=4).run()
+    outcome = fake_controller(store, sweep, tmp_path / "home", agents=4).run()
     assert outcome.reason == "run_cap 120 reached"
     states = {str(t.state) for t in store.trials(sweep.id)}
     assert states <= {"finished", "stopped"} and "failed" not in states

@@ -8,6 +8,7 @@ import errno
 import os
 
 import pytest
+from helpers.faults import disk_full, failing_on_call
 
 from covid_sweep.core import files
 from covid_sweep.core.errors import UserError
@@ -26,7 +27,7 @@ from covid_sweep.core.files import (
 def _full_disk_after(n_bytes: int):
     def write(fh):
         fh.write("x" * n_bytes)
-        raise OSError(errno.ENOSPC, "No space left on device")
+        raise disk_full()
     return write
 
 
@@ -65,15 +66,7 @@ def test_without_force_an_existing_file_is_never_replaced(tmp_path):
 def test_several_files_are_written_all_or_none(tmp_path, monkeypatch):
     a, b = tmp_path / "a.csv", tmp_path / "b.csv"
     b.write_text("old b\n")
-    real_fsync, calls = os.fsync, []
-
-    def fsync(fd):
-        calls.append(fd)
-        if len(calls) == 2:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_fsync(fd)
-
-    monkeypatch.setattr(files.os, "fsync", fsync)
+    monkeypatch.setattr(files.os, "fsync", failing_on_call(os.fsync, 2))  # the disk fills up at the second file
     with pytest.raises(WriteError):
         write_files_atomically({a: "new a\n", b: "new b\n"}, force=True)
     monkeypatch.undo()

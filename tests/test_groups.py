@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import REAL_DATA
+from helpers.data import REAL_DATA
 
 from covid_sweep.cli import main
 from covid_sweep.data.groups import GROUPS_CSV, Groups, near_duplicate_groups, read_groups_csv, train_groups

@@ -8,20 +8,16 @@ import re
 import threading
 import time
 
-import fake_trial
 import pyte
 import pytest
-from conftest import wait_for
+from helpers.fakes import METRIC, fake_controller
+from helpers.polling import wait_for
 from rich.console import Console
 
-from covid_sweep.sweep.control.controller import Controller, new_sweep
-from covid_sweep.sweep.control.launcher import ForkLauncher
+from covid_sweep.sweep.control.controller import new_sweep
 from covid_sweep.sweep.store import Store, Trial
 from covid_sweep.sweep.views.live import LiveView, Running, estimate_left, live_state, render, target
 from covid_sweep.sweep.views.status import status_json
-
-FAKE_LAUNCHER = ForkLauncher(fake_trial.main, preload=("covid_sweep.sweep.control.child",))
-METRIC = {"name": "val_auc", "goal": "maximize"}
 
 
 def _terminal(width: int = 100) -> Console:
@@ -128,8 +124,7 @@ def test_live_view_over_a_real_controller_run(tmp_path):
     watcher = threading.Thread(target=snapshot_midway)
     watcher.start()
     with LiveView(Store(store.path, create=False), sweep, console, agents=2, count=3) as view:
-        outcome = Controller(store, sweep, tmp_path / "home", agents=2, launcher=FAKE_LAUNCHER, poll_s=0.05,
-                             log=view.log).run()
+        outcome = fake_controller(store, sweep, tmp_path / "home", agents=2, log=view.log).run()
     watcher.join()
     assert len(outcome.launched) == 3
 

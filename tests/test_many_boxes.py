@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import wait_for
+from helpers.fakes import METRIC
+from helpers.polling import wait_for
 
 from covid_sweep.cli import main
 from covid_sweep.sweep.control.controller import Controller, new_sweep
@@ -28,7 +29,6 @@ from covid_sweep.sweep.store.location import StoreLocationError, mask_password, 
 
 HERE = Path(__file__).parent
 REPO = HERE.parent
-METRIC = {"name": "val_auc", "goal": "maximize"}
 
 
 def start_box(store: Store, sweep_id: str, tmp_path: Path, box: str, agents: int, stale_s: float = 60.0):

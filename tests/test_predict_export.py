@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import scripted_probs
+from helpers.torchscript import scripted_probs
 
 from covid_sweep.cli import main
 from covid_sweep.core.config import build_config

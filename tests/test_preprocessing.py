@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import scripted_probs
+from helpers.torchscript import scripted_probs
 
 from covid_sweep.core.config import build_config
 from covid_sweep.data.layout import decode_resized, labels_for, load_split

@@ -13,22 +13,20 @@ import re
 import shutil
 import subprocess
 
-import fake_trial
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers.fakes import fake_controller
 from PIL import Image
 
 from covid_sweep.cli import main
 from covid_sweep.inference.export import Provenance, export_bundle
 from covid_sweep.inference.predict import NO_TTA
 from covid_sweep.model.artifact import load_artifact
-from covid_sweep.sweep.control.controller import Controller, new_sweep
-from covid_sweep.sweep.control.launcher import ForkLauncher
+from covid_sweep.sweep.control.controller import new_sweep
 from covid_sweep.sweep.control.promote import promote_in_store
 from covid_sweep.sweep.store import Store
 
-FAKE_LAUNCHER = ForkLauncher(fake_trial.main, preload=("covid_sweep.sweep.control.child",))
 CONFIG = {"method": "random", "metric": {"name": "val_auc", "goal": "maximize"}, "run_cap": 5,
           "parameters": {"quality": {"min": 0.1, "max": 0.9}, "arch": {"values": ["alpha", "beta"]},
                          "flag": {"values": [False, True]}, "epochs": {"values": [2, 4]}, "epoch_s": {"value": 0.05}}}
@@ -50,7 +48,7 @@ def reported(trained, tmp_path_factory):
     home = root / "home"
     store = Store(home / "sweeps.db")
     sweep = new_sweep(store, CONFIG, "fake.yaml", None, seed=4)
-    Controller(store, sweep, home, launcher=FAKE_LAUNCHER, poll_s=0.05, log=lambda *_: None).run()
+    fake_controller(store, sweep, home).run()
     for trial in store.trials(sweep.id)[:2]:
         store.add_phases(trial.id, PHASES)
     # named as the trained artifact records its trial ("t1"): the report checks the export is the promoted trial's

@@ -7,10 +7,10 @@ import time
 
 import pytest
 from click.testing import CliRunner
+from helpers.sweeps import MAXIMIZE, add_trial, new_store
 
 from covid_sweep.cli import main
 from covid_sweep.core.errors import UserError
-from covid_sweep.sweep.store import Store
 from covid_sweep.sweep.views.importance import FEW_TRIALS, parameter_importance
 from covid_sweep.sweep.views.report_data import from_store, from_wandb
 from covid_sweep.sweep.views.report_html import render
@@ -45,15 +45,12 @@ def test_importance_says_when_trials_are_too_few():
 
 
 def _store_with_trials(tmp_path, promote=True):
-    store = Store(tmp_path / "home" / "sweeps.db")
-    store.create_sweep("sw1", "test", "t.yaml", {"method": "random", "metric": {"name": "val_auc", "goal": "maximize"},
-                                                  "parameters": {"lr": {"min": 0.1, "max": 1.0}}}, None, 0)
+    store = new_store(tmp_path / "home", {**MAXIMIZE, "method": "random", "parameters": {"lr": {"min": 0.1, "max": 1.0}}})
     for i, lr in enumerate((0.2, 0.5, 0.9)):
-        trial = store.add_trial("sw1", f"sw1-00{i + 1}", {"lr": lr}, "test:1")
-        store.mark_running(trial.id, 1)
-        store.log_epoch(trial.id, {"epoch": 1, "val_auc": lr, "epoch_time": 2.0}, "val_auc", "maximize")
-        time.sleep(0.01)  # the store's clock has millisecond resolution: a trial must last long enough to have a time
-        store.end_trial(trial.id, "finished", artifact=str(tmp_path / "gone" / trial.name))
+        name = f"sw1-00{i + 1}"
+        # the store's clock has millisecond resolution: a trial must last long enough to have a time
+        add_trial(store, name, "finished", [lr], tmp_path / "gone" / name, params={"lr": lr},
+                  epoch_time=2.0, before_end=lambda: time.sleep(0.01))
     if promote:
         store.set_alias("sw1", "best", 3)
     return store

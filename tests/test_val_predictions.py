@@ -7,29 +7,19 @@ import shutil
 
 import numpy as np
 import pytest
+from helpers.trials import tiny_trial
 
-from covid_sweep.core.config import build_config
 from covid_sweep.core.metrics import binary_metrics
 from covid_sweep.data.layout import load_split
 from covid_sweep.model.artifact import ArtifactError, load_artifact
 from covid_sweep.model.val_predictions import VAL_PREDICTIONS, PredictionsError, ValPredictions, load, save, split_key
-from covid_sweep.training.trial import run_trial
 
 
 @pytest.fixture(scope="module")
 def two_fold(tmp_path_factory):
     """A 2-fold trial of 3 epochs on the tiny data set."""
-    from conftest import make_dataset
-
-    root = tmp_path_factory.mktemp("kfold")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("COVID_SWEEP_CACHE", str(root / "cache"))
-        mp.setenv("WANDB_MODE", "disabled")
-        data = make_dataset(root / "data", n_train=24, n_test=4, seed=3)
-        config = build_config({"backbone": "resnet18", "input_size": 32, "epochs": 3, "patience": 3, "batch_size": 8,
-                               "folds": 2, "amp": False, "device": "cpu", "data_dir": str(data)})
-        result = run_trial(config, root / "artifact", progress=False, trial_name="k2")
-    return data, result
+    return tiny_trial(tmp_path_factory.mktemp("kfold"), {"epochs": 3, "patience": 3, "batch_size": 8, "folds": 2},
+                      n_train=24, n_test=4, seed=3, name="k2")
 
 
 def test_every_epoch_of_every_out_of_fold_image_is_kept(two_fold):

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import make_dataset, wait_for
 from fake_wandb_server import ENTITY, FakeWandbServer
+from helpers.data import make_dataset
+from helpers.polling import wait_for
 from offline_run import find_offline_run, read_offline_run
 
 from covid_sweep.model.artifact import load_artifact

@@ -5,13 +5,11 @@ worker whose trial left memory held is replaced; hyperband's stop ends the trial
 import fake_trial
 import pytest
 import torch
+from helpers.fakes import FAKE_PRELOAD, METRIC, fake_controller
 
 from covid_sweep.sweep.control.controller import Controller, new_sweep
 from covid_sweep.sweep.control.launcher import WarmLauncher, gpu_memory_released
 from covid_sweep.sweep.store import Store
-
-METRIC = {"name": "val_auc", "goal": "maximize"}
-PRELOAD = ("covid_sweep.sweep.control.child",)
 
 
 def memory_still_held() -> bool:
@@ -23,13 +21,12 @@ def run_sweep(tmp_path, parameters: dict, launcher: WarmLauncher, agents: int = 
     store = Store(tmp_path / "home" / "sweeps.db")
     sweep = new_sweep(store, {"method": "grid", "metric": METRIC, "parameters": parameters, **config}, "t.yaml", None,
                       seed=0)
-    Controller(store, sweep, tmp_path / "home", agents=agents, launcher=launcher, poll_s=0.05,
-               log=lambda *_: None).run()
+    fake_controller(store, sweep, tmp_path / "home", agents=agents, launcher=launcher).run()
     return store, store.trials(sweep.id)
 
 
 def test_successive_trials_run_in_one_worker_and_it_ends_with_the_controller(tmp_path):
-    launcher = WarmLauncher(fake_trial.main, preload=PRELOAD)
+    launcher = WarmLauncher(fake_trial.main, preload=FAKE_PRELOAD)
     store, trials = run_sweep(tmp_path, {"quality": {"values": [0.5, 0.6, 0.7]}, "epochs": {"value": 2},
                                          "epoch_s": {"value": 0.05}}, launcher)
     assert [t.state for t in trials] == ["finished"] * 3
@@ -38,7 +35,7 @@ def test_successive_trials_run_in_one_worker_and_it_ends_with_the_controller(tmp
 
 
 def test_a_crashing_trial_fails_alone_and_only_its_worker_is_replaced(tmp_path):
-    launcher = WarmLauncher(fake_trial.main, preload=PRELOAD)
+    launcher = WarmLauncher(fake_trial.main, preload=FAKE_PRELOAD)
     store, trials = run_sweep(tmp_path, {"crash_at": {"values": [0, 2, 9]}, "epochs": {"value": 3},
                                          "epoch_s": {"value": 0.05}}, launcher)
     assert [t.state for t in trials] == ["finished", "failed", "finished"]
@@ -49,7 +46,7 @@ def test_a_crashing_trial_fails_alone_and_only_its_worker_is_replaced(tmp_path):
 
 
 def test_a_worker_whose_trial_left_memory_held_is_replaced(tmp_path):
-    launcher = WarmLauncher(fake_trial.main, preload=PRELOAD, released=memory_still_held)
+    launcher = WarmLauncher(fake_trial.main, preload=FAKE_PRELOAD, released=memory_still_held)
     _, trials = run_sweep(tmp_path, {"quality": {"values": [0.5, 0.6, 0.7]}, "epochs": {"value": 1},
                                      "epoch_s": {"value": 0.05}}, launcher)
     assert [t.state for t in trials] == ["finished"] * 3
@@ -57,7 +54,7 @@ def test_a_worker_whose_trial_left_memory_held_is_replaced(tmp_path):
 
 
 def test_hyperband_stops_the_laggard_in_its_warm_worker_and_the_sweep_goes_on(tmp_path):
-    launcher = WarmLauncher(fake_trial.main, preload=PRELOAD)
+    launcher = WarmLauncher(fake_trial.main, preload=FAKE_PRELOAD)
     store, trials = run_sweep(tmp_path, {"quality": {"values": [0.9, 0.85, 0.8, 0.1, 0.7, 0.75]},
                                          "epochs": {"value": 8}, "epoch_s": {"value": 0.3}}, launcher, agents=4,
                               early_terminate={"type": "hyperband", "min_iter": 2, "eta": 2})
