@@ -9,23 +9,23 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import cv2
 import numpy as np
 
-from covid_sweep.core.errors import UserError
 from covid_sweep.core.files import write_file_atomically
 from covid_sweep.core.paths import cache_root
+from covid_sweep.data.decoded_cache import FORMAT_VERSION, cached_array
+from covid_sweep.data.errors import DataError
+from covid_sweep.data.images import DECODING_VERSION, read_image
 
 LABEL_COLUMN = "COVID"
 ID_COLUMN = "file_name"
 CLASS_NAMES = ("non-covid", "covid")
-
-
-class DataError(UserError, ValueError):
-    """The data set is not in the competition layout; the message names the file, row or column."""
+FINGERPRINT_FORM = re.compile(r"[0-9a-f]{16}")
 
 
 @dataclass(frozen=True)
@@ -124,42 +124,6 @@ def load_split(data_dir: Path, name: str) -> Split:
     return Split(name=name, folder=folder, ids=tuple(ids), labels=tuple(labels))
 
 
-def read_image(path: Path) -> np.ndarray:
-    """Any PNG/JPEG (gray, RGB, RGBA, 16-bit) -> HxWx3 uint8 RGB."""
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise DataError(f"{path}: unreadable image (not a PNG/JPEG OpenCV can decode)")
-    if _jpeg_cut_off(path):
-        raise DataError(f"{path}: truncated JPEG (no end-of-image marker; OpenCV would fill the rest with grey)")
-    if image.dtype != np.uint8:
-        # 16-bit CT exports: rescale the full range instead of clipping to 255
-        image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    if image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def _jpeg_cut_off(path: Path) -> bool:
-    """OpenCV decodes a cut-off JPEG without an error. A whole one ends with the EOI marker; for the rare
-    file with bytes after it, Pillow's full decode (which raises on truncation) decides."""
-    with open(path, "rb") as fh:
-        if fh.read(2) != b"\xff\xd8":
-            return False
-        fh.seek(max(2, path.stat().st_size - 4096))
-        if fh.read().rstrip(b"\0 \t\r\n").endswith(b"\xff\xd9"):
-            return False
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            image.load()
-    except (OSError, SyntaxError):
-        return True
-    return False
-
-
 def check_two_classes(split: Split) -> None:
     """A train set every trial would fail on: refuse it up front, not once per trial."""
     counts = split.class_counts()
@@ -192,9 +156,11 @@ def fingerprint(split: Split) -> str:
     would be missed; nothing that writes a data set does that."""
     memo = cache_root() / "fingerprints" / f"{_stat_key(split)}.txt"
     try:
-        return memo.read_text().strip()
-    except OSError:
-        pass
+        remembered = memo.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        remembered = ""
+    if FINGERPRINT_FORM.fullmatch(remembered):  # a cut-off or zeroed memo is recomputed, never used as a file name
+        return remembered
     value = content_fingerprint(split)
     write_file_atomically(memo, lambda fh: fh.write(value))
     return value
@@ -226,14 +192,10 @@ def decode_resized(split: Split, size: int) -> np.ndarray:
 def cached_images(split: Split, size: int, cache_dir: Path | None = None, key: str | None = None) -> np.ndarray:
     """Decoded, resized uint8 images (N, size, size, 3), memory-mapped from an on-disk cache.
 
-    Keyed by (content fingerprint, size): reused across trials and agents, rebuilt when the data
-    changes. Two agents building it at once each write a private temp file and rename it into place,
-    so a reader never sees a partial file. `key` is the split's fingerprint when the caller has it.
+    Keyed by (content fingerprint, size, decoding, file format): reused across trials and agents, rebuilt when the
+    data or the decoding changes, and when the file fails its checks (decoded_cache.py). `key` is the split's
+    fingerprint when the caller has it.
     """
     cache_dir = Path(cache_dir) if cache_dir else cache_root() / "decoded"
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    target = cache_dir / f"{split.name}-{key or fingerprint(split)}-{size}.npy"
-    if not target.exists():
-        array = decode_resized(split, size)
-        write_file_atomically(target, lambda fh: np.save(fh, array), binary=True)
-    return np.load(target, mmap_mode="r")
+    name = f"{split.name}-{key or fingerprint(split)}-{size}-decode{DECODING_VERSION}-format{FORMAT_VERSION}.npy"
+    return cached_array(cache_dir / name, (len(split.ids), size, size, 3), lambda: decode_resized(split, size))
