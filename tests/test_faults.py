@@ -257,8 +257,11 @@ def test_non_utf8_train_csv_is_one_line_naming_it(tiny_data):
 def test_damaged_artifact_file_is_one_line_naming_it(trained, tmp_path, damage, manifest):
     data, artifact = trained
     model = _copy_artifact(artifact, tmp_path / "model")
-    if not manifest:
+    if not manifest:  # an artifact from before manifests: no manifest, and no version that promises one
         (model / "manifest.json").unlink(missing_ok=True)
+        metadata = json.loads((model / "metadata.json").read_text())
+        metadata.pop("covid_sweep_version", None)
+        (model / "metadata.json").write_text(json.dumps(metadata))
     weights, config = model / "model.safetensors", model / "config.json"
     if damage == "truncated-weights":
         weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])

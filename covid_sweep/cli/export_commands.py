@@ -55,6 +55,7 @@ def export_best(sweep, data, out, registry, home, store, artifacts, tta, tta_vie
     from covid_sweep.inference.predict import views_for
     from covid_sweep.sweep.control.promote import export_best as run_export
 
+    _check_store_writable(sweep, home, store)
     result = run_export(sweep, resolve_data(data), out, home=home, registry=registry, views=views_for(tta, tta_views),
                         force=force, store=store, artifacts=artifacts, ensemble=ensemble, samples=samples)
     if as_json:
@@ -77,6 +78,22 @@ def export_best(sweep, data, out, registry, home, store, artifacts, tta, tta_vie
         val, test = estimate.validation.get("auc", float("nan")), estimate.test["auc"]
         click.echo(f"validation AUC {val:.3f} ({estimate.split}) vs test AUC {test:.3f} (test_labels.csv, scored once "
                    f"after the choice): gap {val - test:+.3f}")
+
+
+def _check_store_writable(sweep: str, home: Path | None, store: str | None) -> None:
+    """An embedded sweep's promotion is recorded in its store: one this process cannot write (a read-only HOME)
+    is refused now, not after the prediction."""
+    from covid_sweep.core import paths
+    from covid_sweep.sweep.store.location import resolve_location
+    from covid_sweep.sweep.store.sqlite import not_writable, writable
+    from covid_sweep.tracking.wandb_api import is_wandb_path
+
+    if is_wandb_path(sweep):
+        return
+    location = resolve_location(store, paths.home(home))
+    db = Path(location.address)
+    if location.kind == "sqlite" and db.is_file() and not writable(db):
+        raise not_writable(db, needed_for=": export-best records the promoted trial in it")
 
 
 def _export_json(result) -> dict:

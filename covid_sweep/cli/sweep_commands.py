@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
+import multiprocessing.util
 import os
+import shutil
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +16,11 @@ import click
 from covid_sweep.cli.options import Duration, artifacts_option, home_option, resolve_data, store_option
 from covid_sweep.core import paths
 from covid_sweep.core.errors import UserError
+from covid_sweep.core.files import redirected_tempdir
+
+# `sweep` exits with this when it stopped because --max-early-failures trials in a row failed before their first
+# epoch: a broken data set or setup that scripts and CI must see (1 stays click's code for an error)
+EXIT_TRIALS_KEEP_FAILING = 3
 
 
 @click.command()
@@ -32,7 +41,10 @@ def validate(sweep_file: Path) -> None:
             click.echo(f"note: {err}")
 
 
-@click.command()
+@click.command(epilog=f"Exit status: 0 when the sweep ended (run_cap, --count, --budget, metric.target or the search "
+                      f"space reached); {EXIT_TRIALS_KEEP_FAILING} when it stopped because --max-early-failures trials "
+                      "in a row failed before their first epoch (the trial table is printed all the same); 1 for an "
+                      "error, 2 for a bad option.")
 @click.argument("sweep_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--data", default=None, metavar="DATA", help="Data folder or data set name (else the sweep's data_dir parameter).")
 @click.option("--count", type=click.IntRange(min=1), default=None, help="Trials to run in this invocation.")
@@ -54,6 +66,30 @@ def sweep(sweep_file, data, count, agents, gpus, resume_id, seed, max_early_fail
           artifacts) -> None:
     """Run SWEEP_FILE with W&B's sweep engine locally: no account, no network; an SQLite store on this box,
     or a PostgreSQL one (--store) that controllers on several boxes share (`--resume ID` on each)."""
+    # set before the trials' fork server starts: it, the trials and their wandb services inherit it
+    with redirected_tempdir(_temp_folder_until_exit()):
+        code = _run_sweep(sweep_file, data, count, agents, gpus, resume_id, seed, max_early_failures, budget,
+                          warm_workers, home, store, artifacts)
+    if code:
+        raise click.exceptions.Exit(code)
+
+
+def _temp_folder_until_exit() -> Path:
+    """A folder for the temporary files of this process and of every process it starts, removed when this process
+    exits. wandb and torch make temporary folders when imported (in the fork server, once per sweep) and per
+    trial, and remove them only at a normal interpreter exit, which forked processes never reach. Not removed
+    when the command returns: a fork server started by it lives as long as this process."""
+    # multiprocessing's own folder (removed by it at exit) stays where it was: the fork server's socket is in it,
+    # and a socket path has at most 107 bytes
+    multiprocessing.util.get_temp_dir()
+    folder = Path(tempfile.mkdtemp(prefix="covid-sweep-"))
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
+def _run_sweep(sweep_file, data, count, agents, gpus, resume_id, seed, max_early_failures, budget, warm_workers, home,
+               store, artifacts) -> int:
+    """The sweep command; returns its exit status."""
     from covid_sweep.sweep.control.launcher import agent_preload, start_fork_server
     from covid_sweep.sweep.store.location import resolve_location
 
@@ -95,6 +131,7 @@ def sweep(sweep_file, data, count, agents, gpus, resume_id, seed, max_early_fail
     _print_status(store, the_sweep.id)
     click.echo(f"resume with: covid-sweep sweep --resume {the_sweep.id}" + (f" --home {root}" if home else "")
                + (f" --store {store.path}" if store_url else "") + (f" --artifacts {artifacts}" if artifacts else ""))
+    return EXIT_TRIALS_KEEP_FAILING if outcome.failed else 0
 
 
 @contextmanager
@@ -149,4 +186,4 @@ def _print_status(store, sweep_id: str, all_params: bool = False) -> None:
     console = Console() if Console().is_terminal else Console(width=200)
     sweep = store.sweep(sweep_id)
     console.print(status_view(store, sweep, console.width, all_params))
-    console.print(objective_line(store, sweep), soft_wrap=True)
+    console.print(objective_line(store, sweep), soft_wrap=True, markup=False)  # it quotes the artifacts' metadata

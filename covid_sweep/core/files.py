@@ -187,6 +187,36 @@ def _link_no_clobber(tmp: str, path: Path) -> None:
         os.replace(tmp, path)  # a file system without hard links: the caller's check is the guard
 
 
+@contextlib.contextmanager
+def redirected_tempdir(folder: Path) -> Iterator[Path]:
+    """Inside the block, `folder` is where this process's temporary files go (tempfile's default, read once and
+    cached, so set here rather than through the environment) and $TMPDIR of the processes it starts."""
+    saved_default, saved_env = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir = os.environ["TMPDIR"] = str(folder)
+    try:
+        yield Path(folder)
+    finally:
+        tempfile.tempdir = saved_default
+        if saved_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved_env
+
+
+@contextlib.contextmanager
+def private_tempdir(prefix: str) -> Iterator[Path]:
+    """A new folder in the temp dir for the temporary files made inside the block, removed with all of them at
+    its end. wandb and torch remove theirs only when the interpreter exits normally; a forked trial process
+    ends with os._exit, and a warm worker does not end between trials: without this, each trial would leave
+    its temporary folders behind."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        with redirected_tempdir(folder):
+            yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def write_text_atomically(path: Path, text: str, force: bool = False) -> Path:
     return write_file_atomically(path, lambda fh: fh.write(text), force=force)
 

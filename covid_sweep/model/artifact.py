@@ -29,6 +29,7 @@ from covid_sweep.model.artifact_files import (
     WEIGHTS,
     ArtifactError,
     ArtifactRecord,
+    check_manifest_not_due,
     dump_json,
     listed_files,
     read_json,
@@ -129,8 +130,10 @@ def load_single(path: Path, device: str | torch.device = "cpu") -> LoadedArtifac
     missing = [name for name in FILES if not (path / name).is_file()]
     if missing:
         raise ArtifactError(f"{path}: incomplete model artifact, missing {', '.join(missing)}")
-    if (path / MANIFEST).exists():  # artifacts written before manifests existed still load, checked below
+    if (path / MANIFEST).exists():
         verify_manifest(path)
+    else:  # only an artifact from before manifests existed may lack one: it still loads, checked below
+        check_manifest_not_due(path, read_json(path / "metadata.json"))
     config = build_config(read_json(path / "config.json"), source=str(path / "config.json"))
     metadata = read_json(path / "metadata.json")
     recorded_size = metadata.get("preprocessing", {}).get("resize")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,11 @@ WEIGHTS = "model.safetensors"
 FILES = (WEIGHTS, "config.json", "metrics.json", "metadata.json")
 OPTIONAL_FILES = (VAL_PREDICTIONS,)  # listed in the manifest when the artifact has them
 MANIFEST = "manifest.json"  # sha256 of each of FILES (and OPTIONAL_FILES present), written last
+# The first covid-sweep version that writes a manifest with every artifact (metadata.json records the version that
+# wrote it, as `covid_sweep_version`). An artifact of this version or a later one without a manifest lost it, and
+# nothing vouches for its files any more: it is refused. Only one that records no version, or an earlier one, loads
+# without. (Development builds before manifests also called themselves 0.1.0: retrain or re-export those.)
+MANIFEST_SINCE = (0, 1, 0)
 
 
 class ArtifactError(UserError, ValueError):
@@ -39,6 +45,28 @@ def write_manifest(folder: Path) -> None:
     """Written last: the sha256 of every file, so a load can tell a whole artifact from an edited one."""
     names = FILES + tuple(name for name in OPTIONAL_FILES if (folder / name).is_file())
     dump_json(folder / MANIFEST, {"sha256": {name: sha256_of(folder / name) for name in names}})
+
+
+def written_with_manifest(metadata: dict) -> bool:
+    """Whether the covid-sweep that wrote this artifact (metadata.json's covid_sweep_version) gave it a manifest.
+    A version that does not read as numbers counts as one that did: only a known older version excuses a
+    missing manifest."""
+    version = metadata.get("covid_sweep_version")
+    if version is None:
+        return False
+    numbers = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", str(version))
+    if numbers is None:
+        return True
+    return tuple(int(n or 0) for n in numbers.groups()) >= MANIFEST_SINCE
+
+
+def check_manifest_not_due(path: Path, metadata: dict) -> None:
+    """For an artifact without manifest.json: it loads only if the covid-sweep that wrote it wrote none."""
+    if not written_with_manifest(metadata):
+        return
+    raise ArtifactError(f"{path / MANIFEST}: missing, but covid-sweep {metadata['covid_sweep_version']} (which wrote "
+                        f"this artifact, says {path / 'metadata.json'}) writes one with every artifact: its files "
+                        "cannot be vouched for; retrain, or re-export from an intact copy")
 
 
 def listed_files(path: Path) -> tuple[str, ...]:

@@ -23,6 +23,10 @@ DEFAULT_PROJECT = "covid-sweep"
 SWEEP_PARAM_PATH_ENV = "WANDB_SWEEP_PARAM_PATH"
 # the summary key that says why a trial failed (its W&B state only says that it did)
 ERROR_KEY = "error"
+# W&B's rules for a project name (wandb 0.31, Settings.validate_project); an embedded sweep's name is its trials'
+# project, so a name that breaks them fails every trial at wandb.init
+PROJECT_NAME_MAX = 128
+PROJECT_NAME_FORBIDDEN = "/\\#?%:"
 
 
 class ArtifactUploadError(RuntimeError):
@@ -34,6 +38,13 @@ def _wandb():
         warnings.simplefilter("ignore")
         import wandb
     return wandb
+
+
+def import_for_the_process() -> None:
+    """Import wandb now, outside any trial's temporary folder: it makes its staging folders when first imported and
+    keeps them for the process's life, so made inside a trial's folder (removed at the trial's end) they would be
+    gone for the next trial of a warm worker."""
+    _wandb()
 
 
 def api_key_configured() -> bool:
@@ -92,6 +103,24 @@ def trial_process_env(environ: Mapping[str, str]) -> dict[str, str]:
     env = {k: v for k, v in environ.items() if k != "WANDB_SERVICE"}
     env.setdefault("WANDB_MODE", "offline")
     return env
+
+
+def project_name_problem(name: str) -> str | None:
+    """Why W&B would refuse `name` as a project name, or None when it accepts it."""
+    if len(name) > PROJECT_NAME_MAX:
+        return f"is {len(name)} characters long; W&B project names have at most {PROJECT_NAME_MAX}"
+    found = "".join(sorted({char for char in name if char in PROJECT_NAME_FORBIDDEN}))
+    if found:
+        return f"contains {found!r}; W&B project names cannot contain any of {PROJECT_NAME_FORBIDDEN!r}"
+    return None
+
+
+def project_for(name: str) -> str:
+    """`name` made acceptable to W&B (each forbidden character a '-', cut to the limit): a sweep stored before
+    names were checked still runs on --resume, under this project, instead of failing every trial."""
+    for char in PROJECT_NAME_FORBIDDEN:
+        name = name.replace(char, "-")
+    return name[:PROJECT_NAME_MAX]
 
 
 def _scalar(value):

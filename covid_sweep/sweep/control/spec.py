@@ -10,6 +10,7 @@ import yaml
 
 from covid_sweep.core.config import METRIC_GOALS, ConfigError, TrialConfig, build_config
 from covid_sweep.core.errors import UserError
+from covid_sweep.tracking.tracker import project_name_problem
 
 with warnings.catch_warnings():
     # sweeps 0.3.0 emits pydantic deprecation warnings on import
@@ -87,12 +88,27 @@ def schema_violations(config: dict) -> list[str]:
     return [located.get(m, m) for m in sweeps.schema_violations_from_proposed_config(config)]
 
 
+def check_name(config: dict, source: str) -> None:
+    """The sweep's name (`name:`, else the file's stem, as the store records it) is every trial's W&B project: a
+    name W&B refuses would fail every trial, on every --resume too."""
+    given = config.get("name")
+    name = given or Path(source).stem
+    problem = project_name_problem(name)
+    if problem is None:
+        return
+    if given:
+        raise SweepSpecError(f"{source}: name {name!r} {problem}")
+    raise SweepSpecError(f"{source}: the sweep's name, its file name {name!r} (no `name:` is set), {problem}; "
+                         "set `name:`")
+
+
 def validate(config: dict, source: str = "sweep") -> dict:
     """Return W&B's filled-in config, or raise SweepSpecError with the schema's own messages."""
     violations = schema_violations(config)
     if violations:
         raise SweepSpecError(f"{source}: " + "; ".join(violations))
     check_parameters(config, source)
+    check_name(config, source)
     filled = dict(sweeps.SweepConfig(config))
     if filled.get("method") == "bayes" and "metric" not in filled:
         raise SweepSpecError(f"{source}: method bayes needs a metric section")

@@ -23,6 +23,7 @@ from typing import Callable
 from covid_sweep.core import paths
 from covid_sweep.core.config import build_config, parse_agent_args
 from covid_sweep.core.errors import UserError
+from covid_sweep.core.files import private_tempdir
 from covid_sweep.core.phases import PhaseTimer
 from covid_sweep.core.states import TrialState
 from covid_sweep.core.stop_request import SIGTERM_STOP
@@ -34,6 +35,8 @@ from covid_sweep.tracking.tracker import (
     agent_sweep_id,
     agent_sweep_params,
     embedded_trial_mode,
+    import_for_the_process,
+    project_for,
 )
 
 
@@ -70,8 +73,9 @@ def _run_embedded(store, trial_id: int, home: Path, artifacts: Path | None, time
         if sweep.data_dir and "data_dir" not in params:
             params["data_dir"] = sweep.data_dir
         config = build_config(params, source=f"trial {trial.name}")
+        project = project_for(sweep.name) if sweep.name else None
         tracker = StartingTracker(lambda: Tracker.start(
-            mode=embedded_trial_mode(), directory=home, config=config.model_dump(mode="json"), project=sweep.name,
+            mode=embedded_trial_mode(), directory=home, config=config.model_dump(mode="json"), project=project,
             group=sweep.id, name=trial.name, tags=["embedded"]), timer)
         timer.add("wandb_init", 0.0)  # recorded also when the trial never had to wait for it
         artifact_dir = paths.trial_artifact_dir(home, sweep.id, trial.name, artifacts)
@@ -141,16 +145,38 @@ def _fail(tracker: Tracker, message: str, exit_code: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    invocation = protocol.parse(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # W&B records sys.argv as the run's command line (and `wandb sync` uploads it): it must be this trial's own
+    # arguments, which hold the store's address only, never the command line of the process a trial is forked
+    # from (the controller's, whose --store URL may hold a password)
+    sys.argv = sys.argv[:1] + argv
+    invocation = protocol.parse(argv)
     home = paths.home(invocation.home)
     try:
         if invocation.embedded is not None:
-            embedded = invocation.embedded
-            return run_embedded(embedded.store, embedded.trial_id, home, embedded.artifacts)
-        return run_wandb_agent(invocation.rest, home, SIGTERM_STOP.install())
+            _make_process_temp_folders()
+        with private_tempdir("trial-"):
+            return _run(invocation, home)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+def _make_process_temp_folders() -> None:
+    """The temporary folders that live as long as the process, made before the trial's own folder is: a warm worker
+    runs many trials, and what its first trial made lazily would go with that trial's folder. (A fork server that
+    preloaded wandb made them already: then this costs nothing.)"""
+    import multiprocessing.util
+
+    multiprocessing.util.get_temp_dir()
+    import_for_the_process()
+
+
+def _run(invocation: protocol.Invocation, home: Path) -> int:
+    if invocation.embedded is not None:
+        embedded = invocation.embedded
+        return run_embedded(embedded.store, embedded.trial_id, home, embedded.artifacts)
+    return run_wandb_agent(invocation.rest, home, SIGTERM_STOP.install())
 
 
 if __name__ == "__main__":

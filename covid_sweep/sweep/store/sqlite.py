@@ -54,6 +54,25 @@ ADDED_COLUMNS = {"trials": ("pid_start", "phases"), "controllers": ("machine",)}
 
 # seconds since the epoch, by the database's clock (ms resolution)
 NOW = "((julianday('now') - 2440587.5) * 86400.0)"
+SQLITE_READONLY = 8  # SQLite's primary result code for a refused write (sqlite3 has the name from Python 3.11 only)
+
+
+def writable(path: Path) -> bool:
+    """Whether this process can write the store: the file, and its folder, where SQLite keeps the -wal and -shm
+    files. False on a read-only mount, file or folder, and for an immutable file (access() checks them all)."""
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+
+
+def not_writable(path: Path, needed_for: str = "") -> StoreError:
+    return StoreError(f"{path}: sweep store not writable (a read-only file, folder or mount){needed_for}; make it "
+                      "writable, or copy its folder somewhere writable and pass that as --home (or --store)")
+
+
+def _refused_write(err: sqlite3.Error) -> bool:
+    code = getattr(err, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF == SQLITE_READONLY
+    return "readonly database" in str(err)
 
 
 def _open(path: Path) -> sqlite3.Connection:
@@ -66,10 +85,29 @@ def _open(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that never writes, for a store this process cannot write. SQLite reads a WAL store read-only
+    only where it can make the -shm file beside it, or where the file is declared immutable: that is safe once
+    no -wal file is there (every commit is in the main file), and the only way to read a store on a read-only mount."""
+    uri = path.absolute().as_uri() + "?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=120, isolation_level=None, check_same_thread=False)
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1")
+    except sqlite3.OperationalError as err:
+        if Path(f"{path}-wal").exists():
+            raise StoreError(f"{path}: not writable here, and its {path.name}-wal file holds commits that SQLite can "
+                             f"read only where it may write beside it ({err}); open it once where it is writable") from None
+        conn = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
 def _create(path: Path, version: int) -> None:
     """A new store is built under a temporary name and linked into place whole: no one ever opens a
     half-made (zero-byte) one, so a zero-byte store file always means damage."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(path.parent, os.W_OK):
+        raise not_writable(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
     try:
         conn = _open(tmp)
@@ -93,6 +131,9 @@ class SQLiteBackend:
     now = NOW
 
     def __init__(self, path: Path, create: bool, version: int, missing_hint: str):
+        """create: a command that may make the store (sweep) writes to it, and is refused at once where it cannot;
+        one that may not (status, report, export-best, a trial) opens a store it cannot write read-only, so that
+        reading works on a read-only mount, and a write is refused then, naming the store."""
         self.path = Path(path)
         if not self.path.exists():
             if not create:
@@ -101,8 +142,11 @@ class SQLiteBackend:
         elif self.path.is_file() and self.path.stat().st_size == 0:
             # SQLite would take an empty file for a new database; a store is never empty, so this one was damaged
             raise StoreError(f"{self.path}: empty file, not a sweep store (truncated?); move it aside to start anew")
+        self.read_only = not writable(self.path)
+        if create and self.read_only:
+            raise not_writable(self.path)
         try:
-            self.conn = _open(self.path)
+            self.conn = _open_read_only(self.path) if self.read_only else _open(self.path)
             check = self.conn.execute("PRAGMA quick_check").fetchone()[0]
         except sqlite3.DatabaseError as err:
             raise StoreError(f"{self.path}: not a readable sweep store ({err})") from None
@@ -119,6 +163,9 @@ class SQLiteBackend:
 
     def upgrade(self, version: int) -> None:
         """Bring a store made by an older covid-sweep up to `version`; concurrent openers wait on the lock."""
+        if self.read_only:
+            raise StoreError(f"{self.path}: sweep store made by an older covid-sweep, and not writable here to "
+                             "upgrade it; run any covid-sweep command on it once where it is writable")
         self.conn.executescript(SCHEMA)  # adds the missing tables; outside the transaction, which it would commit
         with self.transaction():
             for table, columns in ADDED_COLUMNS.items():
@@ -130,15 +177,24 @@ class SQLiteBackend:
             self.conn.execute("INSERT INTO schema_version VALUES (?)", (version,))
 
     def execute(self, sql: str, params=()):
-        return self.conn.execute(sql, params)
+        try:
+            return self.conn.execute(sql, params)
+        except sqlite3.OperationalError as err:
+            raise self._refused(err) from None
 
     def insert(self, sql: str, params) -> int:
-        return self.conn.execute(sql, params).lastrowid
+        return self.execute(sql, params).lastrowid
+
+    def _refused(self, err: sqlite3.OperationalError) -> Exception:
+        """A write refused (a store opened read-only, or remounted read-only since) as one line naming the store."""
+        return not_writable(self.path) if _refused_write(err) else err
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One writer at a time across processes: what is read inside is still true at commit."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        if self.read_only:
+            raise not_writable(self.path)
+        self.execute("BEGIN IMMEDIATE")
         try:
             yield self.conn
         except BaseException:

@@ -107,7 +107,7 @@ def live_state(store: Store, sweep: Sweep, target_trials: int | None, agents: in
 
 def render(state: LiveState, metric: str | None) -> Group:
     """What a person sees: one summary line, then a bar per running trial."""
-    metric = metric or "metric"
+    metric = escape(metric or "metric")  # the line and the table cells are markup: user-given text is escaped
     done = f"{state.done}/{state.target}" if state.target is not None else f"{state.done}"
     best = f"{escape(state.best[0])} {metric}={fmt_value(state.best[1])}" if state.best else "none yet"
     if state.corrected:

@@ -99,11 +99,13 @@ def progress_line(store: Store, sweep: Sweep, trials: list[Trial]) -> str:
 
 
 def _base_table(sweep: Sweep, title: str) -> Table:
+    # rich reads str titles, headers and cells as markup: every user-given part is escaped (a name like `x [/]`
+    # would otherwise raise MarkupError, and `[red]` vanish)
     table = Table(title=title, title_justify="left")
     # the id is never cut: no_wrap, and the other columns give way first
     table.add_column("trial", no_wrap=True, min_width=5)
     table.add_column("state", no_wrap=True)
-    table.add_column(f"best {sweep.metric or 'metric'}", no_wrap=True, justify="right")
+    table.add_column(f"best {escape(sweep.metric or 'metric')}", no_wrap=True, justify="right")
     # the epochs it logged; an `epochs` parameter (its budget) may have a column of its own
     table.add_column("epochs run", no_wrap=True, justify="right")
     table.add_column("time", no_wrap=True, justify="right")
@@ -120,7 +122,7 @@ def _wide(sweep, title, rows, shown) -> Table:
     """One column per parameter: the table people know from W&B, used when it fits the terminal."""
     table = _base_table(sweep, title)
     for name in shown:
-        table.add_column(name, no_wrap=True)
+        table.add_column(escape(name), no_wrap=True)
     for trial, cells in rows:
         table.add_row(*cells, *(escape(fmt_value(trial.params.get(name, "-"))) for name in shown))
     return table
@@ -158,7 +160,7 @@ def status_view(store: Store, sweep: Sweep, width: int, all_params: bool = False
     shown = names if all_params else varying
     promoted = store.alias(sweep.id, "best")
     rows = [(t, _trial_cells(t, promoted, now)) for t in ranked(trials, sweep.goal)]
-    title = f"sweep {sweep.id} ({sweep.name}, {sweep.config['method']}): {progress_line(store, sweep, trials)}"
+    title = escape(f"sweep {sweep.id} ({sweep.name}, {sweep.config['method']}): {progress_line(store, sweep, trials)}")
     wide = _wide(sweep, title, rows, shown)
     parts = [wide] if natural_width(wide) <= width else _compact(sweep, title, rows, shown)
     same = [n for n in names if n not in shown]
