@@ -1,6 +1,7 @@
 """A cheap stand-in for a trial process, speaking the embedded protocol (store + signals) for real.
 
-Params: quality (metric level), epochs, crash_at (epoch at which the process dies), epoch_s.
+Params: quality (metric level), epochs, crash_at (epoch at which the process dies), epoch_s, data (a data
+folder: the trial records its train/ fingerprint in an artifact folder, as a real trial does).
 The metric climbs towards `quality`, so a low-quality trial lags the others at every epoch.
 """
 
@@ -16,7 +17,8 @@ from covid_sweep.sweep.store import Store
 
 
 def main(argv=None) -> int:
-    embedded = protocol.parse(sys.argv[1:] if argv is None else argv).embedded
+    invocation = protocol.parse(sys.argv[1:] if argv is None else argv)
+    embedded = invocation.embedded
     store = Store(embedded.store)
     trial = store.trial(embedded.trial_id)
     process = TrialProcess(store, trial, store.sweep(trial.sweep_id))
@@ -33,8 +35,20 @@ def main(argv=None) -> int:
         if params.get("crash_at") == epoch:
             os._exit(3)  # like a CUDA OOM or a segfault: no goodbye
         process.on_epoch({"epoch": epoch, "val_auc": quality * (1 - 0.5 ** epoch)})
-    process.end(loop_stopped=False, artifact=None)
+    process.end(loop_stopped=False, artifact=_data_record(params.get("data"), invocation.home, trial.name))
     return 0
+
+
+def _data_record(data: str | None, home: Path, name: str) -> str | None:
+    """An artifact folder holding only metadata.json with the fingerprint of DATA/train as it is now."""
+    if data is None:
+        return None
+    from covid_sweep.sweep.control.data_versions import current_fingerprint
+
+    folder = Path(home) / "artifacts" / name
+    folder.mkdir(parents=True)
+    (folder / "metadata.json").write_text(json.dumps({"data_fingerprint": current_fingerprint(data)}))
+    return str(folder)
 
 
 if __name__ == "__main__":

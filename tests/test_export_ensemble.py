@@ -16,7 +16,7 @@ from helpers.torchscript import scripted_probs
 from covid_sweep.cli import main
 from covid_sweep.core.config import build_config
 from covid_sweep.core.metrics import choose_threshold
-from covid_sweep.data.layout import decode_resized, load_split
+from covid_sweep.data.layout import content_fingerprint, decode_resized, load_split
 from covid_sweep.inference.explain import explain
 from covid_sweep.inference.predict import predict_images, predict_split
 from covid_sweep.inference.submission import read_probabilities
@@ -43,12 +43,17 @@ def _predictions(correct: np.ndarray, seed: int) -> ValPredictions:
                                 [np.full(N_VAL, 0.5), probs])
 
 
-def _artifact(root, name, backbone, size, predictions):
+def _trained_on(data) -> str:
+    """The fingerprint a trial on data's train/ records (export-best promotes only trials trained on it)."""
+    return content_fingerprint(load_split(data, "train"))
+
+
+def _artifact(root, name, backbone, size, predictions, fingerprint):
     torch.manual_seed(len(name))
     config = build_config({"backbone": backbone, "input_size": size, "device": "cpu", "batch_size": 4})
     best = {"epoch": 2, "val_auc": 0.0}
     metrics = {"best_epoch": 2, "threshold": 0.5, "best": best, "monitor": "val_auc", "goal": "maximize"}
-    metadata = {"trial": name, "preprocessing": preprocessing_spec(size), "data_fingerprint": "same-data",
+    metadata = {"trial": name, "preprocessing": preprocessing_spec(size), "data_fingerprint": fingerprint,
                 "validation": {"split": "grouped holdout (test)", "split_key": predictions.split_key, "n_val": N_VAL,
                                "seed": 0, "groups": "12 patients"}}
     return write_artifact(root / name, build_model(backbone).state_dict(), config, metrics, metadata, predictions)
@@ -67,7 +72,8 @@ def sweep_home(tmp_path_factory):
     home = root / "home"
     store = new_store(home, data_dir=str(data))
     for name, (backbone, size, predictions, value) in trials.items():
-        add_trial(store, name, "finished", [0.5, value], _artifact(root / "artifacts", name, backbone, size, predictions))
+        add_trial(store, name, "finished", [0.5, value],
+                  _artifact(root / "artifacts", name, backbone, size, predictions, _trained_on(data)))
     store.close()
     return home, data
 
@@ -129,7 +135,7 @@ def test_a_dominant_trial_is_promoted_alone(tmp_path):
     everyone = np.ones(N_VAL, bool)
     for name, correct, value in (("a", GROUPS.astype(int) < 3, 0.6), ("b", everyone, 0.99)):
         add_trial(store, name, "finished", [0.5, value],
-                  _artifact(tmp_path / "artifacts", name, "resnet18", 32, _predictions(correct, 7)))
+                  _artifact(tmp_path / "artifacts", name, "resnet18", 32, _predictions(correct, 7), _trained_on(data)))
     store.close()
     result = export_best("sw1", data, tmp_path / "out", home=home, ensemble=True, samples=100)
     assert result.choice.kind == "single" and result.choice.trial == "b"

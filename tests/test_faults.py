@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -18,7 +19,9 @@ import sys
 import textwrap
 from pathlib import Path
 
+import cv2
 import fake_trial
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from helpers.fakes import METRIC, fake_controller
@@ -30,6 +33,7 @@ from covid_sweep.cli import main
 from covid_sweep.core import paths
 from covid_sweep.sweep.control.controller import new_sweep
 from covid_sweep.sweep.control.launcher import ForkLauncher
+from covid_sweep.sweep.control.promote import PromotionError, export_best
 from covid_sweep.sweep.store import Store
 
 HERE = Path(__file__).parent
@@ -383,3 +387,66 @@ def test_a_long_hyperband_sweep_of_fast_trials_ends_without_a_traceback(tmp_path
     assert outcome.reason == "run_cap 120 reached"
     states = {str(t.state) for t in store.trials(sweep.id)}
     assert states <= {"finished", "stopped"} and "failed" not in states
+
+
+# ---- issue 26, item 6: train images replaced while a sweep runs ---------------------------------------
+
+def _replace_a_train_image(data: Path) -> None:
+    """What a user re-exporting the data set does: an image of train/ is rewritten with other pixels."""
+    cv2.imwrite(str(data / "train" / "0.png"), np.full((48, 48), 17, np.uint8))
+
+
+def test_train_images_replaced_while_a_sweep_runs_are_warned_about_when_a_trial_on_them_finishes(tmp_path, tiny_data):
+    store = Store(tmp_path / "home" / "sweeps.db")
+    config = {"method": "grid", "metric": METRIC,
+              "parameters": {"quality": {"values": [0.3, 0.5, 0.7]}, "epochs": {"value": 1},
+                             "epoch_s": {"value": 0.05}, "data": {"value": str(tiny_data)}}}
+    sweep = new_sweep(store, config, "t.yaml", None, seed=0)
+    lines = []
+
+    def log(line: str) -> None:
+        lines.append(line)
+        if line.startswith(f"trial {sweep.id}-001 finished"):  # one agent: trial 002 starts after this
+            _replace_a_train_image(tiny_data)
+
+    fake_controller(store, sweep, tmp_path / "home", agents=1, log=log).run()
+    assert [t.state for t in store.trials(sweep.id)] == ["finished"] * 3
+    warnings = [line for line in lines if line.startswith("warning:")]
+    assert len(warnings) == 1, lines  # trial 003 was trained on the same new images as 002: said once
+    assert f"trial {sweep.id}-002 was trained on other train images than trial {sweep.id}-001" in warnings[0]
+
+    # a resumed sweep says it again, from what its trials recorded
+    resumed = []
+    fake_controller(store, store.sweep(sweep.id), tmp_path / "home", log=resumed.append).run()
+    assert [line for line in resumed if line.startswith("warning:")] == warnings
+
+
+def test_export_best_after_train_images_were_replaced_promotes_only_a_trial_trained_on_the_current_ones(
+        trained, tmp_path):
+    from helpers.trials import TINY
+
+    from covid_sweep.core.config import build_config
+    from covid_sweep.training.trial import run_trial
+
+    data, old_artifact = trained
+    current = tmp_path / "data"
+    shutil.copytree(data, current)
+    _replace_a_train_image(current)
+    config = build_config({**TINY, "epochs": 1, "val_fraction": 0.25, "data_dir": str(current)})
+    new_artifact = run_trial(config, tmp_path / "new", progress=False, trial_name="sw1-002").artifact
+    home = tmp_path / "home"
+    store = new_store(home)
+    add_trial(store, "sw1-001", "finished", [0.9], old_artifact)  # the better score, on the images since replaced
+    new = add_trial(store, "sw1-002", "finished", [0.6], new_artifact)
+
+    result = export_best("sw1", current, tmp_path / "out", home=home)
+    assert result.provenance.trial_id == "sw1-002" and store.alias("sw1", "best") == new.id
+    assert "were left out (train/ changed during or after the sweep): sw1-001" in result.choice.note
+    # export-best with the images the old trial was trained on still promotes it
+    assert export_best("sw1", data, tmp_path / "old", home=home).provenance.trial_id == "sw1-001"
+
+    only_old = new_store(home, sweep_id="sw2")
+    add_trial(only_old, "sw2-001", "finished", [0.9], old_artifact, sweep_id="sw2")
+    with pytest.raises(PromotionError, match=r"every finished trial was trained on other train images than .*sw2-001"):
+        export_best("sw2", current, tmp_path / "none", home=home)
+    assert not (tmp_path / "none").exists() and only_old.alias("sw2", "best") is None

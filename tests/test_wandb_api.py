@@ -20,7 +20,7 @@ from covid_sweep.inference.export import ExportError
 from covid_sweep.inference.submission import read_submission
 from covid_sweep.model.artifact import write_artifact
 from covid_sweep.model.networks import build_model
-from covid_sweep.sweep.control.promote import export_best
+from covid_sweep.sweep.control.promote import PromotionError, export_best
 from covid_sweep.tracking import wandb_api
 from covid_sweep.tracking.tracker import api_key_configured
 from covid_sweep.tracking.wandb_api import WandbError
@@ -297,3 +297,26 @@ def test_a_failed_wandb_export_promotes_nothing(wandb_sweep, tmp_path):
     assert winner.aliases == ["latest"] and not winner.saved and not winner.links
     assert previous.aliases == ["latest", "best"]
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+
+
+def test_export_best_from_wandb_skips_the_best_run_when_its_train_images_were_replaced(wandb_sweep, tmp_path):
+    """Issue 26 item 6 on the W&B path: run a scored lower, but b was trained on train images since replaced."""
+    from covid_sweep.sweep.control.data_versions import current_fingerprint
+
+    api, data, previous, winner = wandb_sweep
+    (data / "train").mkdir()
+    for i in range(4):
+        cv2.imwrite(str(data / "train" / f"{i}.png"), np.full((40, 40), 40 * i, np.uint8))
+    (data / "train.csv").write_text("file_name,COVID\n" + "".join(f"{i}.png,{i % 2}\n" for i in range(4)))
+    current = current_fingerprint(data)
+    a_model = FakeArtifact("ent/proj/model-a:v0", source=winner.source)
+    api.sweeps[SWEEP] = FakeSweep(MAX_CONFIG, [
+        run("a", "finished", 0.8, artifacts=[a_model], data_fingerprint=current),
+        run("b", "finished", 0.9, artifacts=[winner], data_fingerprint="feedbeef")])
+    result = export_best(SWEEP, data, tmp_path / "out", home=tmp_path / "home", api=api)
+    assert result.provenance.trial_id == "a" and "best" in a_model.aliases and "best" not in winner.aliases
+    assert "were left out (train/ changed during or after the sweep): b" in result.choice.note
+
+    api.sweeps[SWEEP] = FakeSweep(MAX_CONFIG, [run("b", "finished", 0.9, artifacts=[winner], data_fingerprint="feedbeef")])
+    with pytest.raises(PromotionError, match="every finished run was trained on other train images"):
+        export_best(SWEEP, data, tmp_path / "none", home=tmp_path / "home", api=api)

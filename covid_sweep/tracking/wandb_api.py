@@ -44,6 +44,7 @@ class RunInfo:
     metric: str | None
     goal: str
     value: float | None
+    data_fingerprint: str | None = None  # of the train images the run was trained on (its summary)
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,8 @@ def run_info(run, metric: str | None, goal: str) -> RunInfo:
     path = run.path if isinstance(run.path, str) else "/".join(run.path)
     return RunInfo(path=path, id=run.id, name=run.name, state=run.state,
                    trial_state=summary.get(TRIAL_STATE_KEY), metric=metric, goal=goal,
-                   value=_number(summary.get(metric)) if metric else None)
+                   value=_number(summary.get(metric)) if metric else None,
+                   data_fingerprint=summary.get("data_fingerprint") if isinstance(summary.get("data_fingerprint"), str) else None)
 
 
 def promotable(run: RunInfo) -> bool:

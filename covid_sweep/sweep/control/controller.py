@@ -20,6 +20,7 @@ from pathlib import Path
 
 from covid_sweep.core.states import ACTIVE, TrialState
 from covid_sweep.sweep.control import engine, protocol
+from covid_sweep.sweep.control.data_versions import DataVersions, recorded_fingerprint
 from covid_sweep.sweep.control.launcher import ForkLauncher, TrialHandle, WarmHandle, WarmLauncher, agent_preload
 from covid_sweep.sweep.control.outcome import Outcome, Stop, StopReason
 from covid_sweep.sweep.store import Store, Sweep, Trial, machine_id, process_start
@@ -86,6 +87,7 @@ class Controller:
         self.early_failures = 0  # consecutive trials that failed before logging an epoch
         self.budget_s = budget_s
         self.deadline: float | None = None  # wall clock (time.time()) at which the budget ends; set by run()
+        self.data_versions = DataVersions()
 
     # --- suggestions -------------------------------------------------------------------------
     def claim(self) -> tuple[Trial | None, Stop | None]:
@@ -161,7 +163,16 @@ class Controller:
             else:
                 trial = self.store.trial(trial_id)
                 self.log(f"trial {trial.name} {trial.state}: best {self.sweep.metric}={trial.best} after {trial.epochs} epochs")
+                self._note_data_version(trial)
             self._count_early_failure(self.store.trial(trial_id))
+
+    def _note_data_version(self, trial: Trial) -> None:
+        """Warn when a finished trial was trained on train images no earlier trial of the sweep saw."""
+        if trial.state != TrialState.FINISHED or not trial.artifact:
+            return
+        warning = self.data_versions.add(trial.name, recorded_fingerprint(trial.artifact))
+        if warning:
+            self.log(warning)
 
     def _count_early_failure(self, trial: Trial) -> None:
         if trial.state == TrialState.FAILED and trial.epochs == 0:
@@ -228,6 +239,8 @@ class Controller:
         try:
             self.store.heartbeat(self.owner)
             self._reap()
+            for trial in self.store.trials(self.sweep.id):  # a resumed sweep: the versions its trials used so far
+                self._note_data_version(trial)
             last_reap, exhausted, waiting = time.monotonic(), False, False
             while True:
                 self.store.heartbeat(self.owner)

@@ -17,6 +17,7 @@ from typing import Sequence
 
 from covid_sweep.core import paths
 from covid_sweep.core.errors import UserError
+from covid_sweep.core.goals import rank_key
 from covid_sweep.inference.export import ExportResult, Provenance, check_out_dir, export_bundle
 from covid_sweep.inference.predict import NO_TTA, check_views
 from covid_sweep.inference.selection import DEFAULT_SAMPLES
@@ -25,6 +26,7 @@ from covid_sweep.model.artifact import load_artifact
 from covid_sweep.model.artifact_files import read_json
 from covid_sweep.model.runtime import pick_device
 from covid_sweep.sweep.control.choice import Choice, choose
+from covid_sweep.sweep.control.data_versions import current_fingerprint, left_out_note, recorded_fingerprint, split_by_data
 from covid_sweep.sweep.store import Store, Sweep, Trial, best_finished, finished
 from covid_sweep.sweep.store.location import resolve_location
 from covid_sweep.tracking import wandb_api
@@ -45,17 +47,32 @@ class ExportBestResult:
     recorded: list[str] = field(default_factory=list)
 
 
-def best_finished_trial(store: Store, sweep: Sweep, artifacts: Path | None = None) -> Trial:
+def best_finished_trial(store: Store, sweep: Sweep, artifacts: Path | None = None,
+                        left_out: frozenset[str] = frozenset()) -> Trial:
     """The finished trial with the best value of the sweep's metric (ties: the earlier trial), its
-    artifact as found from this box."""
+    artifact as found from this box. left_out: names of trials not to promote (trained on other data)."""
     if not sweep.metric:
         raise PromotionError(f"sweep {sweep.id}: has no metric; cannot tell the best trial")
     trials = store.trials(sweep.id)
-    best = best_finished(trials, sweep.goal)
+    best = best_finished([t for t in trials if t.name not in left_out], sweep.goal)
     if best is None:
         states = ", ".join(f"{n} {s}" for s, n in sorted(Counter(t.state for t in trials).items())) or "no trials"
         raise PromotionError(f"sweep {sweep.id}: no finished trial with a {sweep.metric} value to promote ({states})")
     return replace(best, artifact=str(locate_artifact(sweep, best, artifacts)))
+
+
+def trained_on_this_data(sweep_id: str, finished_trials: list[FinishedTrial], data_dir: Path
+                         ) -> tuple[list[FinishedTrial], list[str]]:
+    """(the finished trials that may be promoted for DATA, names of those trained on other train images).
+    A trial whose artifact records no fingerprint (or is not reachable here) is kept: nothing says otherwise."""
+    same, other = split_by_data(finished_trials, lambda t: recorded_fingerprint(t.artifact),
+                                current_fingerprint(data_dir))
+    if other and not any(t.artifact for t in same):
+        raise PromotionError(f"sweep {sweep_id}: every finished trial was trained on other train images than "
+                             f"{Path(data_dir) / 'train'} holds now ({', '.join(t.name for t in other)}): train/ "
+                             "changed after they ran. Pass --data with the images they were trained on, or run "
+                             "trials on the current images (covid-sweep sweep ... --resume)")
+    return same, [t.name for t in other]
 
 
 def locate_artifact(sweep: Sweep, trial: Trial, artifacts: Path | None) -> Path:
@@ -129,10 +146,13 @@ def _export_best_local(sweep_id, data_dir, out_dir, root, views, force, device, 
     store = open_existing_store(root, store_url)
     try:
         sweep = store.sweep(sweep_id)
-        trial = best_finished_trial(store, sweep, artifacts)
-        finished_trials = _finished_here(sweep, store.trials(sweep.id), artifacts)
+        finished_trials, other_data = trained_on_this_data(sweep.id, _finished_here(sweep, store.trials(sweep.id),
+                                                                                     artifacts), data_dir)
+        trial = best_finished_trial(store, sweep, artifacts, left_out=frozenset(other_data))
         choice = choose(finished_trials, FinishedTrial(trial.name, Path(trial.artifact)), sweep.metric, sweep.goal,
                         ensemble, paths.trial_artifact_dir(root, sweep.id, "", artifacts), samples)
+        if other_data:
+            choice = replace(choice, note=f"{choice.note}; {left_out_note(other_data, data_dir)}")
         artifact = load_artifact(choice.artifact_dir, device=pick_device(device))
         provenance = Provenance(sweep_id=sweep.id, trial_id=choice.name, source=f"embedded store {store.path}",
                                 artifact=str(choice.artifact_dir), metric=sweep.metric, goal=sweep.goal,
@@ -168,9 +188,13 @@ def _export_best_wandb(sweep_path, data_dir, out_dir, root, registry, views, for
         registry = wandb_api.registry_path(registry)
     api = api if api is not None else wandb_api.connect()
     run = wandb_api.best_finished_run(api, sweep_path)
+    current = current_fingerprint(data_dir)
+    same, other = split_by_data(wandb_api.finished_runs(api, sweep_path), lambda r: r.data_fingerprint, current)
+    if other:
+        run = _best_run_on_this_data(sweep_path, run, same, other, current, data_dir)
     model = wandb_api.model_artifact(api, run.path)
     downloads = root / "artifacts" / "wandb"
-    runs = {r.id: r for r in wandb_api.finished_runs(api, sweep_path)}
+    runs = {r.id: r for r in same}
     models = {run_id: wandb_api.model_artifact(api, r.path) for run_id, r in runs.items()}
     records = [FinishedTrial(run_id, wandb_api.download_record(api, info.name, downloads / "records" / _local(info.name)))
                for run_id, info in models.items()]
@@ -181,6 +205,8 @@ def _export_best_wandb(sweep_path, data_dir, out_dir, root, registry, views, for
 
     choice = choose(records, FinishedTrial(run.id, None), run.metric, run.goal, ensemble,
                     downloads / "ensembles" / _local(sweep_path), samples, whole=whole)
+    if other:
+        choice = replace(choice, note=f"{choice.note}; {left_out_note([r.id for r in other], data_dir)}")
     artifact = load_artifact(choice.artifact_dir, device=pick_device(device))
     provenance = Provenance(sweep_id=sweep_path, trial_id=choice.name,
                             source=f"W&B run {run.path} ({run.name})",
@@ -199,6 +225,18 @@ def _export_best_wandb(sweep_path, data_dir, out_dir, root, registry, views, for
 
     result.export = export_bundle(artifact, data_dir, out_dir, provenance, views, force, before_install=record)
     return result
+
+
+def _best_run_on_this_data(sweep_path: str, best: wandb_api.RunInfo, same: list[wandb_api.RunInfo],
+                           other: list[wandb_api.RunInfo], current: str | None, data_dir: Path) -> wandb_api.RunInfo:
+    """The best of the runs trained on DATA's current train images (the first listed wins a tie)."""
+    if best.data_fingerprint in (None, current):
+        return best
+    if not same:
+        raise PromotionError(f"W&B sweep {sweep_path}: every finished run was trained on other train images than "
+                             f"{Path(data_dir) / 'train'} holds now ({', '.join(r.id for r in other)}): train/ "
+                             "changed after they ran. Pass --data with the images they were trained on")
+    return min(same, key=lambda r: rank_key(r.value, r.goal))
 
 
 def _local(name: str) -> str:
