@@ -69,7 +69,7 @@ def image() -> str:
     else:
         found = podman("image", "exists", IMAGE, check=False, timeout=60)
         if found.returncode != 0:
-            reason = f"image {IMAGE} not built (docker/test-image.sh builds it): {found.stderr.strip()[-300:]}"
+            reason = f"image {IMAGE} not built (docker/test-image.sh builds it) {found.stderr.strip()[-300:]}".strip()
     if reason:
         if os.environ.get("COVID_SWEEP_REQUIRE_CONTAINER"):  # CI built it: a skip would pass silently
             pytest.fail(reason)
@@ -266,6 +266,9 @@ def test_the_key_is_in_no_file_of_the_runs_volume(agent_run):
 
 def test_the_key_is_in_no_layer_of_the_image(agent_run, image):
     key = agent_run["key"]
+    # no key of any value is baked into the image's environment (one the tests never passed would not be found below)
+    env = podman("image", "inspect", "--format", "{{range .Config.Env}}{{println .}}{{end}}", image).stdout.split()
+    assert "COVID_SWEEP_HOME=/workspace/runs" in env and not [e for e in env if e.startswith("WANDB_API_KEY=")], env
     history = podman("history", "--no-trunc", image).stdout
     assert "covid-sweep-entrypoint" in history and key not in history
     # every layer and the image's config, as `podman save` writes them; the entrypoint's text is in one layer,
@@ -302,7 +305,11 @@ def test_compose_embedded_service_runs_a_sweep_into_its_runs_volume(image, tmp_p
         pytest.skip(reason)
     data = readable_data(tmp_path / "data")
     project = f"covid-sweep-test-{uuid.uuid4().hex[:12]}"
-    env = {**engine_env(), "COVID_SWEEP_IMAGE": image, "DATA_DIR": str(data)}
+    # compose passes these through from the host when set (docker/compose.yaml's `NAME:` entries): not from here
+    passed_through = ("COVID_SWEEP_STORE", "COVID_SWEEP_ARTIFACTS", "PGPASSWORD", "SWEEP_ID", "AGENTS_PER_GPU",
+                      "EMBEDDED_AGENTS", "EMBEDDED_GPU", "SHM_SIZE")
+    env = {k: v for k, v in engine_env().items() if k not in passed_through and not k.startswith("WANDB_")}
+    env.update(COVID_SWEEP_IMAGE=image, DATA_DIR=str(data))
     base = [compose, "-p", project, "-f", str(REPO / "docker" / "compose.yaml"),
             "-f", str(REPO / "docker" / "test-base" / "compose.no-gpu.yaml"), "--profile", "embedded"]
 
