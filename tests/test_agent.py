@@ -13,7 +13,8 @@ from offline_run import find_offline_run, read_offline_run
 
 from covid_sweep.core.config import ConfigError
 from covid_sweep.model.artifact import load_artifact
-from covid_sweep.tracking.tracker import agent_sweep_params
+from covid_sweep.sweep.control.trial_entry import guarded
+from covid_sweep.tracking.tracker import ArtifactUploadError, agent_sweep_params
 
 
 def agent_env(tmp_path, data, params):
@@ -130,3 +131,20 @@ def test_sigterm_stops_the_trial_cleanly_within_seconds(tiny_data, tmp_path):
     artifact = tmp_path / "home" / "artifacts" / "sw1234" / "run0001"
     metrics = load_artifact(artifact).metrics
     assert metrics["state"] == "stopped" and 1 <= len(metrics["history"]) < 500
+
+
+@pytest.mark.parametrize("error, status, message", [
+    (ConfigError("lr: must be > 0"), 2, "lr: must be > 0"),  # a user's mistake reads as written
+    (ArtifactUploadError("model-sw1 was not uploaded"), 1, "model-sw1 was not uploaded"),
+    (RuntimeError("CUDA out of memory"), 1, "RuntimeError: CUDA out of memory"),  # a crash names its type
+    (KeyboardInterrupt(), 1, "KeyboardInterrupt: "),
+])
+def test_one_failure_wrapper_records_each_failure_once_with_the_exit_status_of_both_paths(error, status, message):
+    recorded = []
+
+    def body():
+        raise error
+
+    assert guarded(body, lambda *failure: recorded.append(failure)) == status
+    assert recorded == [(message, status)]
+    assert guarded(lambda: 0, lambda *failure: recorded.append(failure)) == 0 and len(recorded) == 1

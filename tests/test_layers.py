@@ -1,4 +1,4 @@
-"""The layer rule (README, "Layout") on the real import graph: every import of every module, function-level
+"""The layer rule (docs/layout.md) on the real import graph: every import of every module, function-level
 lazy imports included, may only reach the layers its own layer is allowed to import."""
 
 from __future__ import annotations
@@ -168,3 +168,19 @@ def module_cycle() -> list[str] | None:
             if layer_of(target) is not None and target != name and is_module(target):
                 edges.add((name, target))
     return cycle(edges)
+
+
+def test_no_import_cycle_anywhere_in_the_package():
+    """Issue 28: not between layers only, between any two modules (lazy imports count: they run too)."""
+    found = module_cycle()
+    assert found is None, f"modules import each other in a cycle: {' -> '.join(found)}"
+
+
+def test_the_trial_entry_is_started_by_the_launcher_and_the_public_agent_only():
+    """One trial entry: the launcher (embedded) and covid_sweep.agent (`wandb agent`) run trial_entry.main; the
+    protocol it parses imports neither."""
+    entry = "covid_sweep.sweep.control.trial_entry"
+    importers = sorted(name for name, path in package_modules()
+                       if any(target == entry for _, target in imported_modules(path.read_text(), name,
+                                                                               path.name == "__init__.py")))
+    assert importers == ["covid_sweep.agent", "covid_sweep.sweep.control.launcher"]

@@ -22,8 +22,8 @@ import torch
 
 from covid_sweep import __version__
 from covid_sweep.core.files import publish_dir, staged_dir
-from covid_sweep.model.artifact import ArtifactError, LoadedArtifact, load_single
-from covid_sweep.model.artifact_files import MANIFEST, dump_json, read_json, sha256_of
+from covid_sweep.model.artifact_files import MANIFEST, ArtifactError, dump_json, read_json, sha256_of
+from covid_sweep.model.single_artifact import LoadedArtifact, load_single
 
 ENSEMBLE_FILE = "ensemble.json"
 ENSEMBLE_FILES = (ENSEMBLE_FILE, "metrics.json", "metadata.json")

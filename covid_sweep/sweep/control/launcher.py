@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from covid_sweep.sweep.control.protocol import ENTERED_AT, LAUNCHED_AT, trial_main
+from covid_sweep.sweep.control.protocol import ENTERED_AT, LAUNCHED_AT
 
 Entry = Callable[[list[str]], int]
 GUARD = "covid_sweep.sweep.control.forkserver_guard"
@@ -27,6 +27,14 @@ GUARD = "covid_sweep.sweep.control.forkserver_guard"
 # suggestion fails before torch loads), so preloading the entry alone would leave torch to every trial
 AGENT_PRELOAD = ("covid_sweep.sweep.control.trial_entry", "covid_sweep.sweep.control.child",
                  "covid_sweep.training.trial", "wandb")
+
+
+def trial_main(argv: list[str]) -> int:
+    """What the launcher runs in each forked trial process: the trial entry, imported here rather than at the
+    top, so the controller that hands this function to the launcher never loads what a trial needs."""
+    from covid_sweep.sweep.control.trial_entry import main
+
+    return main(argv)
 
 
 def agent_preload(store_kind: str) -> tuple[str, ...]:

@@ -1,7 +1,7 @@
 """The embedded protocol between the controller and a trial process: what starts a trial and what its argv says.
 
-The controller builds the argv with `embedded_argv` and has the launcher run `trial_main`; the trial
-entrypoint (covid_sweep.sweep.control.trial_entry) reads it back with `parse`. Everything else the two sides share goes
+The controller builds the argv with `embedded_argv` and has the launcher run the trial entry
+(covid_sweep.sweep.control.trial_entry), which reads it back with `parse`. Everything else the two sides share goes
 through the store (sweep/control/child.py) and signals.
 """
 
@@ -61,14 +61,6 @@ def parse(argv: Sequence[str]) -> Invocation:
     embedded = (EmbeddedTrial(known.store, known.trial, known.artifacts)
                 if known.store is not None and known.trial is not None else None)
     return Invocation(embedded=embedded, home=known.home, rest=rest)
-
-
-def trial_main(argv: list[str]) -> int:
-    """What the launcher runs in each forked trial process. The agent is imported here, not at the top:
-    the controller that hands this function to the launcher never loads torch itself."""
-    from covid_sweep.sweep.control.trial_entry import main
-
-    return main(argv)
 
 
 def startup_phases(environ: Mapping[str, str], now: float) -> dict[str, float]:

@@ -4,8 +4,9 @@ and by the embedded controller.
     wandb agent:  python -m covid_sweep.agent --backbone=resnet50 --lr=4.8e-05 --hflip=False ...
     embedded:     python -m covid_sweep.agent --store HOME/sweeps.db|URL --trial 12 --home HOME [--artifacts DIR]
 
-Exit status: 0 when the trial finished or was stopped on request, 1 when it failed (also when its model
-artifact could not be uploaded to W&B), 2 for bad input.
+Exit status (decided in `exit_status` only): 0 when the trial finished or was stopped on request, 1 when it
+failed (also when its model artifact could not be uploaded to W&B), 2 for bad input. Both paths end a
+failure through one wrapper, `guarded`: the failure is recorded once, where that path records it.
 
 This module imports no torch at the top: under `wandb agent` the parameters are checked first, so a bad
 value fails in about a second instead of after the heavy imports and wandb.init.
@@ -68,7 +69,9 @@ def _run_embedded(store, trial_id: int, home: Path, artifacts: Path | None, time
     process = TrialProcess(store, trial, sweep)
     process.start()
     tracker = None
-    try:
+
+    def body() -> int:
+        nonlocal tracker
         params = dict(trial.params)
         if sweep.data_dir and "data_dir" not in params:
             params["data_dir"] = sweep.data_dir
@@ -86,15 +89,16 @@ def _run_embedded(store, trial_id: int, home: Path, artifacts: Path | None, time
         store.add_phases(trial.id, timer.phases)
         state = process.end(result.state == TrialState.STOPPED, str(result.artifact) if result.artifact else None)
         print(f"trial {trial.name} {state}; artifact {result.artifact}", flush=True)
-        _finish_timed(tracker, 0, timer, store, trial.id)
-        return 0
-    except BaseException as err:  # noqa: BLE001 - any crash must leave the trial marked failed, then re-raise codes
-        process.fail(f"{type(err).__name__}: {err}")
+        _finish_timed(tracker, EXIT_DONE, timer, store, trial.id)
+        return EXIT_DONE
+
+    def record_failure(message: str, status: int) -> None:
+        process.fail(message)
         store.add_phases(trial.id, timer.phases)
-        traceback.print_exc()
         if tracker:
-            _finish_timed(tracker, 1, timer, store, trial.id)
-        return 2 if isinstance(err, UserError) else 1
+            _finish_timed(tracker, status, timer, store, trial.id)
+
+    return guarded(body, record_failure)
 
 
 def _finish_timed(tracker: StartingTracker, exit_code: int, timer: PhaseTimer, store, trial_id: int) -> None:
@@ -111,9 +115,10 @@ def run_wandb_agent(argv: list[str], home: Path, stop: Callable[[], bool] = SIGT
         config = build_config({**parse_agent_args(argv), **agent_sweep_params()}, source="sweep parameters")
     except UserError as err:  # before wandb.init: no W&B run is made for a suggestion that cannot train
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return exit_status(err)
     tracker = Tracker.start(mode=None, directory=home)
-    try:
+
+    def body() -> int:
         tracker.record_config(config.model_dump(mode="json"))
         if stop():  # SIGTERM during the imports or wandb.init: end now, as stopped, before loading any data
             return _finish(tracker, TrialState.STOPPED, "no epoch was run, no artifact")
@@ -121,27 +126,48 @@ def run_wandb_agent(argv: list[str], home: Path, stop: Callable[[], bool] = SIGT
         result = run_trial(config, paths.trial_artifact_dir(home, sweep_id, tracker.run_id), tracker,
                            should_stop=stop, trial_name=tracker.run_id, artifact_name=f"model-{sweep_id}")
         return _finish(tracker, result.state, f"artifact {result.artifact}")
-    except ArtifactUploadError as err:
-        return _fail(tracker, str(err), 1)
-    except UserError as err:  # bad data found once the trial looked at it
-        return _fail(tracker, str(err), 2)
-    except Exception as err:  # noqa: BLE001 - any crash: the run says failed, and why
-        traceback.print_exc()
-        return _fail(tracker, f"{type(err).__name__}: {err}", 1)
+
+    def record_failure(message: str, status: int) -> None:
+        print(f"error: trial {tracker.run_id} failed: {message}", file=sys.stderr, flush=True)
+        tracker.record_failure(message)
+        tracker.finish(status)
+
+    return guarded(body, record_failure)
 
 
 def _finish(tracker: Tracker, state: TrialState, detail: str) -> int:
     tracker.record_trial_state(state)
     print(f"trial {tracker.run_id} {state}; {detail}", flush=True)
-    tracker.finish(0)
-    return 0
+    tracker.finish(EXIT_DONE)
+    return EXIT_DONE
 
 
-def _fail(tracker: Tracker, message: str, exit_code: int) -> int:
-    print(f"error: trial {tracker.run_id} failed: {message}", file=sys.stderr, flush=True)
-    tracker.record_failure(message)
-    tracker.finish(exit_code)
-    return exit_code
+# ---- the one failure wrapper and the exit status of a trial process ---------------------------------------
+
+EXIT_DONE, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def exit_status(err: BaseException) -> int:
+    """A user's mistake (bad parameters, bad data) is bad input; anything else, an upload error included, failed."""
+    return EXIT_BAD_INPUT if isinstance(err, UserError) else EXIT_FAILED
+
+
+def failure_message(err: BaseException) -> str:
+    """What a failed trial records: a user's mistake or an upload error as it reads, a crash with its type."""
+    return str(err) if isinstance(err, (UserError, ArtifactUploadError)) else f"{type(err).__name__}: {err}"
+
+
+def guarded(body: Callable[[], int], record_failure: Callable[[str, int], None]) -> int:
+    """body()'s exit status; for any exception, the failure recorded once by record_failure(message, status) and
+    that status. A crash also prints its traceback, into the trial's log."""
+    try:
+        return body()
+    except BaseException as err:  # noqa: BLE001 - Ctrl-C or a crash alike must leave the trial marked failed
+        if not isinstance(err, (UserError, ArtifactUploadError)):
+            traceback.print_exc()
+        status = exit_status(err)
+        record_failure(failure_message(err), status)
+        return status
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             return _run(invocation, home)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return exit_status(err)
 
 
 def _make_process_temp_folders() -> None:
