@@ -116,7 +116,9 @@ if ! podman image exists "$base"; then
 fi
 
 start=$(seconds)
-podman build --format docker "${mounts[@]}" --build-arg BASE_IMAGE="$base" --build-arg PREFETCH_WEIGHTS= \
+# --no-cache: podman reuses the layer of a RUN whose --mount=from=builder input changed (the wheel of the code
+# under test), so a cached build would test the previous code; the base above stays cached by its tag.
+podman build --no-cache --format docker "${mounts[@]}" --build-arg BASE_IMAGE="$base" --build-arg PREFETCH_WEIGHTS= \
     -f "$repo/docker/Dockerfile" -t "$image" "$repo" >&2
 echo "test-image: $image in $(( $(seconds) - start )) s" >&2
 echo "$image"

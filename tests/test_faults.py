@@ -119,7 +119,9 @@ def test_resume_after_a_reboot_never_signals_the_stranger_that_now_holds_a_trial
     sweep = new_sweep(store, config, "t.yaml", None, seed=0)
     dead_owner = f"{socket.gethostname()}:{2**22 + 12345}"
     stranger = subprocess.Popen(["sleep", "60"])  # now holds the pid the dead trial had
-    ours = subprocess.Popen(["sleep", "60"])  # the orphaned trial itself, still running
+    # the orphaned trial itself, still running; SIGINT at its default (a CI job started in the background, as
+    # `nohup cmd &` does, passes SIGINT down ignored, and the signal would then be sent but have no effect)
+    ours = subprocess.Popen(["sleep", "60"], preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         recycled = store.add_trial(sweep.id, f"{sweep.id}-001", {"quality": 0.4}, owner=dead_owner)
         store.mark_running(recycled.id, pid=stranger.pid)

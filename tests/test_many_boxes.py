@@ -144,6 +144,8 @@ def test_a_store_made_before_schema_versions_opens_and_is_brought_up_to_date(tmp
     conn.close()
     store = Store(old, create=False)
     assert store.sweep("sw1").seed == 3 and store.backend.schema_version() == SCHEMA_VERSION
+    new = Store(tmp_path / "new" / "sweeps.db")  # migrated, it has every table and column a new store has
+    assert {t: store.backend.columns(t) for t in TABLES} == {t: new.backend.columns(t) for t in TABLES}
     assert store.controller_seen("box:1").machine is None and store.controller_seen("box:1").age_s > 1e9
     store.heartbeat("box:2")
     assert store.controller_seen("box:2").age_s < 60 and store.controller_seen("box:2").machine
@@ -340,3 +342,38 @@ def test_an_outage_longer_than_the_window_is_one_line_after_backing_off():
         return value
 
     assert ride_out(flaky, "db", window_s=60, sleep=lambda s: None) == "done"
+
+
+TABLES = ("sweeps", "trials", "epochs", "controllers", "aliases", "schema_version")
+
+
+def test_one_schema_makes_the_same_tables_and_columns_on_both_backends(store, tmp_path):
+    """Issue 28: the tables are declared once (SQLAlchemy Core, sweep/store/schema.py) for both dialects."""
+    from covid_sweep.sweep.store.backend import Backend
+    from covid_sweep.sweep.store.schema import metadata
+
+    declared = {name: set(table.c.keys()) for name, table in metadata.tables.items()}
+    assert set(declared) == set(TABLES)
+    assert isinstance(store.backend, Backend)  # the declared interface
+    assert {t: store.backend.columns(t) for t in TABLES} == declared
+    assert store.backend.schema_version() == SCHEMA_VERSION
+    sweep = new_sweep(store, {"method": "grid", "metric": METRIC, "parameters": {"quality": {"values": [0.5]}}},
+                      "t.yaml", None, seed=0)
+    first = store.add_trial(sweep.id, "a", {}, owner="box:1")
+    assert store.add_trial(sweep.id, "b", {}, owner="box:1").id > first.id and first.epochs == 0
+
+
+def test_a_migration_runs_once_per_version_in_order(monkeypatch, tmp_path):
+    from covid_sweep.sweep.store import schema
+
+    ran = []
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 4)
+    monkeypatch.setattr(schema, "MIGRATIONS", {v: (lambda backend, v=v: ran.append(v)) for v in (2, 3, 4)})
+    store = Store(tmp_path / "sweeps.db")
+    with store.backend.transaction():
+        schema.migrate(store.backend, 2)
+    assert ran == [3, 4] and store.backend.schema_version() == 4
+    ran.clear()
+    with store.backend.transaction():
+        schema.migrate(store.backend, None)  # before versions were recorded: version 1
+    assert ran == [2, 3, 4]

@@ -96,11 +96,11 @@ def test_alias_moves_to_each_new_winner(trained, tmp_path, home):
     result = export_best("sw1", data, out, home=home, force=True)
     assert store.alias("sw1", "best") == second.id and result.previous == "sw1-001"
     assert "`sw1-002`" in (out / "model_card.md").read_text()
-    table = status_table(store, store.sweep("sw1"))
+    table = status_table(store.snapshot("sw1"))
     console = Console(width=200, record=True, file=io.StringIO())
     console.print(table)
     assert "sw1-002 [best]" in console.export_text()
-    assert objective_line(store, store.sweep("sw1")) == "val_auc measured on: grouped holdout (near-duplicates only)"
+    assert objective_line(store.snapshot("sw1")) == "val_auc measured on: grouped holdout (near-duplicates only)"
 
     # a failed export (non-empty folder without --force) moves no alias and touches no file
     third = add_trial(store, "sw1-005", "finished", [0.9], artifact)

@@ -52,7 +52,7 @@ def _text(renderable, width=200) -> str:
 
 def test_status_shows_the_interval_beside_the_best_finished_value(sweep):
     _, store = sweep
-    text = _text(status_view(store, store.sweep("sw1"), 200))
+    text = _text(status_view(store.snapshot("sw1"), 200))
     line = next(row for row in text.splitlines() if "selection-corrected" in row)
     best = store.trial(2).best
     assert line.startswith(f"best val_auc {best:.3f} (t2) · selection-corrected ")
@@ -61,7 +61,7 @@ def test_status_shows_the_interval_beside_the_best_finished_value(sweep):
 
 def test_status_json_carries_the_estimate(sweep):
     _, store = sweep
-    estimate = status_json(store, store.sweep("sw1"))["sweep"]["selection_estimate"]
+    estimate = status_json(store.snapshot("sw1"))["sweep"]["selection_estimate"]
     assert estimate["promoted"] == "t2" and estimate["compared"] == ["t1", "t2", "t3"]
     single = estimate["single"]
     assert single["low"] <= single["estimate"] <= single["high"] and single["samples"] > 1000

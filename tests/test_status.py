@@ -41,7 +41,7 @@ def bayes_store(tmp_path):
 
 def _render(store, sweep, width, all_params=False) -> str:
     console = Console(width=width, record=True, file=io.StringIO())
-    console.print(status_view(store, sweep, width, all_params))
+    console.print(status_view(store.snapshot(sweep.id), width, all_params))
     return console.export_text()
 
 
@@ -111,3 +111,53 @@ def test_status_cli_all_params_flag(bayes_store, tmp_path):
     assert plain.exit_code == every.exit_code == 0, plain.output + every.output
     assert "same in every trial" in plain.output and "same in every trial" not in every.output
     assert "weight_decay" in every.output
+
+
+def _sweep_of(home, n_trials: int):
+    from helpers.sweeps import add_trial, new_store
+
+    store = new_store(home)
+    for i in range(n_trials):
+        state = ("finished", "running", "failed")[i % 3]
+        add_trial(store, f"sw1-{i + 1:03d}", state, [0.5 + 0.001 * i, 0.6 + 0.001 * i], None, params={"lr": i})
+    store.set_alias("sw1", "best", 1)
+    store.close()
+
+
+def _queries(monkeypatch, action) -> int:
+    """The SQL statements the store sends while action() runs."""
+    from covid_sweep.sweep.store.sqlite import SQLiteBackend
+
+    sent = []
+    real = SQLiteBackend.execute
+    monkeypatch.setattr(SQLiteBackend, "execute", lambda self, sql, params=(): sent.append(sql) or real(self, sql, params))
+    action()
+    return len(sent)
+
+
+def test_status_and_the_report_read_a_sweep_with_one_query_set_however_many_trials(tmp_path, monkeypatch):
+    """Issue 28: every view reads one snapshot of the sweep, not a query per trial."""
+    from covid_sweep.sweep.store import Store
+    from covid_sweep.sweep.views.live import live_state
+    from covid_sweep.sweep.views.report_data import from_store
+
+    counts = {}
+    for n in (4, 40):
+        home = tmp_path / f"h{n}"
+        _sweep_of(home, n)
+        runner = CliRunner()
+        status = _queries(monkeypatch, lambda: runner.invoke(main, ["status", "sw1", "--home", str(home)]))
+        as_json = _queries(monkeypatch, lambda: runner.invoke(main, ["status", "sw1", "--json", "--home", str(home)]))
+        store = Store(home / "sweeps.db", create=False)
+        report = _queries(monkeypatch, lambda: from_store(store, "sw1"))
+        sweep = store.sweep("sw1")
+        live = _queries(monkeypatch, lambda: live_state(store, sweep, 40, 2, started=0.0))
+        assert len(from_store(store, "sw1").trials) == n
+        running = live_state(store, sweep, 40, 2, started=0.0).running
+        assert len(running) == (n + 1) // 3  # with the metric of their last epoch:
+        assert all(r.metric == pytest.approx(0.6 + 0.001 * (int(r.name[-3:]) - 1)) for r in running)
+        store.close()
+        counts[n] = (status, as_json, report, live)
+    assert counts[4] == counts[40], counts
+    status, as_json, report, live = counts[40]
+    assert report <= 5 and live <= 5, counts  # the snapshot itself: sweep, trials, aliases, epochs, clock

@@ -172,7 +172,7 @@ def status(sweep_id, all_params, as_json, home, store) -> None:
 
         from covid_sweep.sweep.views.status import status_json
 
-        click.echo(json.dumps(status_json(store, store.sweep(sweep_id)), indent=2))
+        click.echo(json.dumps(status_json(store.snapshot(sweep_id)), indent=2))
         return
     _print_status(store, sweep_id, all_params)
 
@@ -184,6 +184,6 @@ def _print_status(store, sweep_id: str, all_params: bool = False) -> None:
 
     # wide enough for the param columns when piped (CI logs, files)
     console = Console() if Console().is_terminal else Console(width=200)
-    sweep = store.sweep(sweep_id)
-    console.print(status_view(store, sweep, console.width, all_params))
-    console.print(objective_line(store, sweep), soft_wrap=True, markup=False)  # it quotes the artifacts' metadata
+    snapshot = store.snapshot(sweep_id)
+    console.print(status_view(snapshot, console.width, all_params))
+    console.print(objective_line(snapshot), soft_wrap=True, markup=False)  # it quotes the artifacts' metadata

@@ -6,6 +6,7 @@ from covid_sweep.sweep.store.api import (
     ControllerSeen,
     Store,
     Sweep,
+    SweepSnapshot,
     Trial,
     best_finished,
     finished,
@@ -15,5 +16,5 @@ from covid_sweep.sweep.store.api import (
 )
 from covid_sweep.sweep.store.location import StoreError
 
-__all__ = ["SCHEMA_VERSION", "ControllerSeen", "Store", "StoreError", "Sweep", "Trial", "best_finished", "finished",
-           "machine_id", "open_store", "process_start"]
+__all__ = ["SCHEMA_VERSION", "ControllerSeen", "Store", "StoreError", "Sweep", "SweepSnapshot", "Trial",
+           "best_finished", "finished", "machine_id", "open_store", "process_start"]

@@ -20,14 +20,14 @@ from typing import Iterator
 
 from covid_sweep.core.goals import improves, rank_key
 from covid_sweep.core.states import ACTIVE, ENDED, TrialState
+from covid_sweep.sweep.store.backend import Backend
 from covid_sweep.sweep.store.location import StoreError, StoreLocation, parse_location, resolve_location
 from covid_sweep.sweep.store.outage import ride_out
+from covid_sweep.sweep.store.version import SCHEMA_VERSION
 
-__all__ = ["SCHEMA_VERSION", "Store", "StoreError", "Sweep", "Trial", "best_finished", "finished", "machine_id",
-           "open_store", "process_start"]
+__all__ = ["SCHEMA_VERSION", "Store", "StoreError", "Sweep", "SweepSnapshot", "Trial", "best_finished", "finished",
+           "machine_id", "open_store", "process_start"]
 
-# 1: the stores made before the version was recorded; 2: + controllers.machine and schema_version
-SCHEMA_VERSION = 2
 MACHINE_ENV = "COVID_SWEEP_MACHINE"
 
 
@@ -154,6 +154,23 @@ def best_finished(trials: list[Trial], goal: str) -> Trial | None:
     return min(candidates, key=lambda t: (rank_key(t.best, goal), t.id)) if candidates else None
 
 
+@dataclass(frozen=True)
+class SweepSnapshot:
+    """What a view shows of one sweep, read with one fixed set of queries however many trials it has (status,
+    the live view and the report each take one, instead of a query per trial)."""
+    sweep: Sweep
+    trials: list[Trial]
+    aliases: dict[str, int]          # alias -> trial id
+    now: float                       # the database's clock at the read: what trials' started is measured by
+    histories: dict[int, list[dict]] = field(default_factory=dict)  # trial id -> its epochs, for the states asked
+
+    def alias(self, name: str) -> int | None:
+        return self.aliases.get(name)
+
+    def history(self, trial_id: int) -> list[dict]:
+        return self.histories.get(trial_id, [])
+
+
 class Store:
     """Open (and, with create, make) the store at `location`: an SQLite file path, or a URL
     (postgresql://user[:password]@host[:port]/db, sqlite:///path)."""
@@ -161,6 +178,7 @@ class Store:
     def __init__(self, location: str | Path | StoreLocation, create: bool = True):
         self.location = location if isinstance(location, StoreLocation) else parse_location(location)
         self.path = self.location.address  # safe to print: a URL's password is kept apart
+        self.backend: Backend
         if self.location.kind == "sqlite":
             from covid_sweep.sweep.store.sqlite import SQLiteBackend
 
@@ -182,7 +200,7 @@ class Store:
             raise StoreError(f"{self.path}: sweep store schema version {version} is newer than this covid-sweep "
                              f"reads (version {SCHEMA_VERSION}); upgrade covid-sweep on this box")
         if version != SCHEMA_VERSION:
-            self.backend.upgrade(SCHEMA_VERSION)
+            self.backend.upgrade(version)
 
     def close(self) -> None:
         self.backend.close()
@@ -275,6 +293,23 @@ class Store:
             best, best_epoch = (value, epoch) if improves(value, row["best"], goal) else (row["best"], row["best_epoch"])
             self._execute(f"UPDATE trials SET epochs=?, heartbeat={self.backend.now}, best=?, best_epoch=? WHERE id=?",
                           (epoch, best, best_epoch, trial_id))
+
+    def snapshot(self, sweep_id: str, histories: tuple[TrialState, ...] = ()) -> SweepSnapshot:
+        """The sweep, its trials, its aliases and the database's clock, with the epochs of the trials in the states
+        `histories` names: at most five queries, whatever the number of trials."""
+        sweep = self.sweep(sweep_id)
+        trials = self.trials(sweep_id)
+        aliases = {r["alias"]: r["trial_id"]
+                   for r in self._execute("SELECT alias, trial_id FROM aliases WHERE sweep_id=?", (sweep_id,))}
+        epochs: dict[int, list[dict]] = {}
+        if histories:
+            rows = self._execute(
+                "SELECT e.trial_id, e.metrics FROM epochs e JOIN trials t ON t.id = e.trial_id "
+                f"WHERE t.sweep_id=? AND t.state IN ({','.join('?' * len(histories))}) ORDER BY e.trial_id, e.epoch",
+                (sweep_id, *(TrialState(s).value for s in histories)))
+            for row in rows:
+                epochs.setdefault(row["trial_id"], []).append(json.loads(row["metrics"]))
+        return SweepSnapshot(sweep, trials, aliases, self.now(), epochs)
 
     def history(self, trial_id: int) -> list[dict]:
         rows = self._execute("SELECT metrics FROM epochs WHERE trial_id=? ORDER BY epoch", (trial_id,))

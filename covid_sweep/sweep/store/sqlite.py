@@ -1,7 +1,8 @@
 """The SQLite backend of the sweep store: one file (WAL), the stdlib driver, BEGIN IMMEDIATE as the write lock.
 
 Kept on the stdlib driver rather than SQLAlchemy: a store call here costs tens of microseconds, and a
-SQLAlchemy statement adds about as much again (measured: benchmarks/store_ops.py).
+SQLAlchemy statement adds about as much again (measured: benchmarks/store_ops.py). SQLAlchemy is imported only
+to create or upgrade a store, from the one schema in schema.py.
 """
 
 from __future__ import annotations
@@ -13,44 +14,6 @@ from pathlib import Path
 from typing import Iterator
 
 from covid_sweep.sweep.store.location import StoreError
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS sweeps (
-    id TEXT PRIMARY KEY, name TEXT, source TEXT, config TEXT NOT NULL, data_dir TEXT,
-    seed INTEGER NOT NULL, created REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS trials (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    sweep_id TEXT NOT NULL REFERENCES sweeps(id),
-    name TEXT NOT NULL UNIQUE,
-    params TEXT NOT NULL,
-    state TEXT NOT NULL,            -- pending running finished stopped failed interrupted
-    owner TEXT,                     -- controller that launched it: host:pid
-    pid INTEGER,
-    retry_of INTEGER REFERENCES trials(id),
-    created REAL NOT NULL, started REAL, ended REAL, heartbeat REAL,
-    best REAL, best_epoch INTEGER, epochs INTEGER NOT NULL DEFAULT 0,
-    artifact TEXT, error TEXT, stop_requested INTEGER NOT NULL DEFAULT 0,
-    pid_start TEXT,                 -- process_start(pid): tells the trial process from a later one with its pid
-    phases TEXT                     -- JSON {phase: seconds}: where the trial's wall time went
-);
-CREATE TABLE IF NOT EXISTS epochs (
-    trial_id INTEGER NOT NULL REFERENCES trials(id), epoch INTEGER NOT NULL, metrics TEXT NOT NULL,
-    PRIMARY KEY (trial_id, epoch)
-);
-CREATE TABLE IF NOT EXISTS controllers (
-    owner TEXT PRIMARY KEY, heartbeat REAL NOT NULL,
-    machine TEXT                    -- machine_id() of its box: where its pid can be checked
-);
-CREATE TABLE IF NOT EXISTS aliases (
-    sweep_id TEXT NOT NULL, alias TEXT NOT NULL, trial_id INTEGER NOT NULL, updated REAL NOT NULL,
-    PRIMARY KEY (sweep_id, alias)
-);
-CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
-"""
-
-# columns added since the first stores (which had no schema_version table): an older store gains them
-ADDED_COLUMNS = {"trials": ("pid_start", "phases"), "controllers": ("machine",)}
 
 # seconds since the epoch, by the database's clock (ms resolution)
 NOW = "((julianday('now') - 2440587.5) * 86400.0)"
@@ -111,8 +74,8 @@ def _create(path: Path, version: int) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
     try:
         conn = _open(tmp)
-        conn.executescript(SCHEMA)
-        conn.execute("INSERT INTO schema_version VALUES (?)", (version,))
+        conn.executescript(_schema_script())
+        conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
         conn.close()  # the last connection closing checkpoints and removes the -wal file
         try:
             os.link(tmp, path)
@@ -124,6 +87,18 @@ def _create(path: Path, version: int) -> None:
     finally:
         for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
             leftover.unlink(missing_ok=True)
+
+
+def _schema_script() -> str:
+    from covid_sweep.sweep.store.schema import ddl
+
+    return ";\n".join(ddl(_dialect())) + ";\n"
+
+
+def _dialect():
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.dialect()
 
 
 class SQLiteBackend:
@@ -161,20 +136,23 @@ class SQLiteBackend:
             return None
         return row[0]
 
-    def upgrade(self, version: int) -> None:
-        """Bring a store made by an older covid-sweep up to `version`; concurrent openers wait on the lock."""
+    def upgrade(self, found: int | None) -> None:
+        """Bring a store made by an older covid-sweep up to date; concurrent openers wait on the lock."""
+        from covid_sweep.sweep.store.schema import migrate
+
         if self.read_only:
             raise StoreError(f"{self.path}: sweep store made by an older covid-sweep, and not writable here to "
                              "upgrade it; run any covid-sweep command on it once where it is writable")
-        self.conn.executescript(SCHEMA)  # adds the missing tables; outside the transaction, which it would commit
+        self.conn.executescript(_schema_script())  # the missing tables; outside the transaction, which it would commit
         with self.transaction():
-            for table, columns in ADDED_COLUMNS.items():
-                have = {row["name"] for row in self.conn.execute(f"PRAGMA table_info({table})")}
-                for column in columns:
-                    if column not in have:
-                        self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
-            self.conn.execute("DELETE FROM schema_version")
-            self.conn.execute("INSERT INTO schema_version VALUES (?)", (version,))
+            migrate(self, found)
+
+    @property
+    def dialect(self):
+        return _dialect()
+
+    def columns(self, table: str) -> set[str]:
+        return {row["name"] for row in self.conn.execute(f"PRAGMA table_info({table})")}
 
     def execute(self, sql: str, params=()):
         try:

@@ -86,14 +86,14 @@ def live_state(store: Store, sweep: Sweep, target_trials: int | None, agents: in
     """started, now: this box's clock (the view's elapsed time). A running trial's time so far is read against
     the store's clock, which its `started` is measured by (on a shared PostgreSQL store this box's may be off)."""
     now = now or time.time()
-    store_now = store.now()
-    trials = store.trials(sweep.id)
+    snapshot = store.snapshot(sweep.id, histories=(TrialState.RUNNING,))
+    store_now, trials = snapshot.now, snapshot.trials
     ended = [t for t in trials if t.state in DONE]
     running = []
     for t in trials:
         if t.state != TrialState.RUNNING:
             continue
-        last = (store.history(t.id) or [{}])[-1]
+        last = (snapshot.history(t.id) or [{}])[-1]
         value = last.get(sweep.metric) if sweep.metric else None
         running.append(Running(t.name, t.epochs, trial_budget(t), value if isinstance(value, (int, float)) else None,
                                duration(t, store_now) or 0.0))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from covid_sweep.core.states import TrialState
 from covid_sweep.sweep.store import Store
 from covid_sweep.sweep.views.selection import estimate_json, sweep_estimate
 from covid_sweep.sweep.views.status import duration, objective_split, param_names, ranked
@@ -52,12 +53,12 @@ class SweepRecord:
 
 def from_store(store: Store, sweep_id: str) -> SweepRecord:
     """The embedded sweep `sweep_id`, through the Store's public methods only."""
-    sweep = store.sweep(sweep_id)
-    trials = store.trials(sweep.id)
-    promoted = store.alias(sweep.id, "best")
-    now = store.now()  # a running trial's time so far, by the clock its start was measured by
+    snapshot = store.snapshot(sweep_id, histories=tuple(TrialState))
+    sweep, trials = snapshot.sweep, snapshot.trials
+    promoted = snapshot.alias("best")
+    now = snapshot.now  # a running trial's time so far, by the clock its start was measured by
     records = [TrialRecord(id=t.name, state=str(t.state), best=t.best, best_epoch=t.best_epoch, epochs=t.epochs,
-                           params=t.params, seconds=duration(t, now), phases=t.phases, history=store.history(t.id),
+                           params=t.params, seconds=duration(t, now), phases=t.phases, history=snapshot.history(t.id),
                            artifact=t.artifact, promoted=t.id == promoted)
                for t in ranked(trials, sweep.goal)]
     return SweepRecord(id=sweep.id, name=sweep.name or sweep.id, method=sweep.method,

@@ -20,7 +20,7 @@ from rich.text import Text
 
 from covid_sweep.core.goals import rank_key
 from covid_sweep.core.split_record import recorded_split_kind
-from covid_sweep.sweep.store import Store, Sweep, Trial
+from covid_sweep.sweep.store import Sweep, SweepSnapshot, Trial
 from covid_sweep.sweep.views.selection import estimate_json, estimate_line, sweep_estimate
 
 
@@ -31,9 +31,9 @@ def ranked(trials: list[Trial], goal: str) -> list[Trial]:
     return sorted(scored, key=lambda t: rank_key(t.best, goal)) + unscored
 
 
-def objective_line(store: Store, sweep: Sweep) -> str:
+def objective_line(snapshot: SweepSnapshot) -> str:
     """What the sweep's metric was measured on: a validation number means little without its split."""
-    return f"{sweep.metric or 'metric'} measured on: {objective_split(store.trials(sweep.id))}"
+    return f"{snapshot.sweep.metric or 'metric'} measured on: {objective_split(snapshot.trials)}"
 
 
 def objective_split(trials: list[Trial]) -> str:
@@ -90,7 +90,7 @@ def varying_params(names: list[str], trials: list[Trial]) -> list[str]:
     return [n for n in names if len({json.dumps(t.params.get(n), sort_keys=True) for t in trials}) > 1]
 
 
-def progress_line(store: Store, sweep: Sweep, trials: list[Trial]) -> str:
+def progress_line(sweep: Sweep, trials: list[Trial]) -> str:
     states = Counter(t.state for t in trials)
     cap = sweep.config.get("run_cap")
     launched = sum(1 for t in trials if t.retry_of is None)
@@ -150,17 +150,17 @@ def natural_width(renderable) -> int:
     return Measurement.get(unlimited, unlimited.options, renderable).maximum
 
 
-def status_view(store: Store, sweep: Sweep, width: int, all_params: bool = False, now: float | None = None) -> Group:
+def status_view(snapshot: SweepSnapshot, width: int, all_params: bool = False, now: float | None = None) -> Group:
     """The table (one column per parameter when that fits `width`, else compact) and a line naming the
     parameters every trial shares."""
-    now = now or store.now()  # the clock trials' started is measured by, not this box's
-    trials = store.trials(sweep.id)
+    sweep, trials = snapshot.sweep, snapshot.trials
+    now = now or snapshot.now  # the clock trials' started is measured by, not this box's
     names = param_names(sweep, trials)
     varying = varying_params(names, trials)
     shown = names if all_params else varying
-    promoted = store.alias(sweep.id, "best")
+    promoted = snapshot.alias("best")
     rows = [(t, _trial_cells(t, promoted, now)) for t in ranked(trials, sweep.goal)]
-    title = escape(f"sweep {sweep.id} ({sweep.name}, {sweep.config['method']}): {progress_line(store, sweep, trials)}")
+    title = escape(f"sweep {sweep.id} ({sweep.name}, {sweep.config['method']}): {progress_line(sweep, trials)}")
     wide = _wide(sweep, title, rows, shown)
     parts = [wide] if natural_width(wide) <= width else _compact(sweep, title, rows, shown)
     same = [n for n in names if n not in shown]
@@ -172,17 +172,17 @@ def status_view(store: Store, sweep: Sweep, width: int, all_params: bool = False
     return Group(*parts)
 
 
-def status_table(store: Store, sweep: Sweep, width: int = 200, all_params: bool = False) -> Table:
+def status_table(snapshot: SweepSnapshot, width: int = 200, all_params: bool = False) -> Table:
     """The trial table alone (tests and callers that lay out the rest themselves)."""
-    return status_view(store, sweep, width, all_params).renderables[0]
+    return status_view(snapshot, width, all_params).renderables[0]
 
 
-def status_json(store: Store, sweep: Sweep, now: float | None = None) -> dict:
+def status_json(snapshot: SweepSnapshot, now: float | None = None) -> dict:
     """What `status --json` prints: stable keys, every parameter, full ids; values as the store holds them."""
-    now = now or store.now()  # the clock trials' started is measured by, not this box's
-    trials = store.trials(sweep.id)
+    sweep, trials = snapshot.sweep, snapshot.trials
+    now = now or snapshot.now  # the clock trials' started is measured by, not this box's
     by_id = {t.id: t.name for t in trials}
-    promoted = store.alias(sweep.id, "best")
+    promoted = snapshot.alias("best")
     names = param_names(sweep, trials)
     return {
         "sweep": {"id": sweep.id, "name": sweep.name, "method": sweep.config.get("method"), "metric": sweep.metric,
