@@ -24,6 +24,7 @@ import fake_trial
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers.cli import one_line_error
 from helpers.fakes import METRIC, fake_controller
 from helpers.faults import failing_on_call, failing_when
 from helpers.polling import wait_for
@@ -52,18 +53,6 @@ def _controller_process(store, sweep, tmp_path):
     return subprocess.Popen([sys.executable, str(HERE / "run_fake_controller.py"), str(store.path), sweep.id,
                              str(tmp_path / "home"), "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
-
-
-
-def _one_line_error(result, *needles):
-    """A CLI failure printed as one line (click's "Error: ..."), never a traceback."""
-    assert result.exit_code == 1, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def _hidden_leftovers(folder: Path) -> list[str]:
@@ -198,7 +187,7 @@ def test_full_disk_while_writing_the_export_folder_is_one_line_and_keeps_the_old
     result = CliRunner().invoke(main, ["export-best", "sw1", "--data", str(data), "--out", str(out),
                                        "--home", str(home), "--force"])
     monkeypatch.undo()
-    _one_line_error(result, str(out), "No space left on device")
+    one_line_error(result, str(out), "No space left on device")
     assert _hidden_leftovers(out.parent) == [] and sorted(p.name for p in out.iterdir()) == ["submission.csv"]
     assert (out / "submission.csv").read_text() == "old\n"
 
@@ -209,7 +198,7 @@ def test_full_disk_during_predict_writes_neither_file_and_a_rerun_works(trained,
     monkeypatch.setattr(os, "fsync", failing_on_call(os.fsync, 2))  # the disk fills up at the second file
     result = CliRunner().invoke(main, ["predict", "--model", str(artifact), "--data", str(data), "--out", str(out)])
     monkeypatch.undo()
-    _one_line_error(result, "No space left on device")
+    one_line_error(result, "No space left on device")
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "home") == []  # neither file, no temp file
     again = CliRunner().invoke(main, ["predict", "--model", str(artifact), "--data", str(data), "--out", str(out)])
     assert again.exit_code == 0, again.output  # nothing left over makes the rerun refuse
@@ -233,7 +222,7 @@ def test_tampered_artifact_input_size_is_a_one_line_error_not_a_silently_wrong_p
     (model / "config.json").write_text(json.dumps(config))
     result = CliRunner().invoke(main, ["predict", "--model", str(model), "--data", str(data),
                                        "--out", str(tmp_path / "sub.csv")])
-    _one_line_error(result, str(model / "config.json"))
+    one_line_error(result, str(model / "config.json"))
     assert not (tmp_path / "sub.csv").exists()
 
 
@@ -244,7 +233,7 @@ def test_flipped_metric_goal_is_rejected_by_validate(tmp_path):
     sweep.write_text("method: random\nmetric: {name: val_auc, goal: minimize}\n"
                      "parameters:\n  lr: {values: [0.001]}\n")
     result = CliRunner().invoke(main, ["validate", str(sweep)])
-    _one_line_error(result, "metric.goal", "maximize")
+    one_line_error(result, "metric.goal", "maximize")
 
 
 # ---- 6. tracebacks where one line is promised ----------------------------------------------------
@@ -254,7 +243,7 @@ def test_non_utf8_train_csv_is_one_line_naming_it(tiny_data):
     rows[3] = "caf\xe9.png,0"  # Latin-1, as a spreadsheet export might write it
     (tiny_data / "train.csv").write_bytes("\n".join(rows).encode("latin-1") + b"\n")
     result = CliRunner().invoke(main, ["check-data", str(tiny_data)])
-    _one_line_error(result, str(tiny_data / "train.csv"), "row 4", "UTF-8")
+    one_line_error(result, str(tiny_data / "train.csv"), "row 4", "UTF-8")
 
 
 @pytest.mark.parametrize("manifest", [True, False], ids=["with-manifest", "legacy-no-manifest"])
@@ -282,7 +271,7 @@ def test_damaged_artifact_file_is_one_line_naming_it(trained, tmp_path, damage, 
         named = weights  # a valid config: the weights are what do not fit it
     result = CliRunner().invoke(main, ["predict", "--model", str(model), "--data", str(data),
                                        "--out", str(tmp_path / "sub.csv")])
-    _one_line_error(result, str(named))
+    one_line_error(result, str(named))
 
 
 def _store_file_with_a_sweep(home: Path) -> Path:
@@ -305,7 +294,7 @@ def test_damaged_sweeps_db_is_one_line_and_never_taken_for_a_new_store(tmp_path,
         db.write_bytes(os.urandom(8192))
     before = db.read_bytes()
     for command in (["status", "--home", str(home)], ["sweep", "--resume", "sw1", "--home", str(home)]):
-        _one_line_error(CliRunner().invoke(main, command), str(db))
+        one_line_error(CliRunner().invoke(main, command), str(db))
     assert db.read_bytes() == before  # not "repaired" into an empty store
 
 
@@ -328,14 +317,14 @@ def test_check_data_refuses_a_single_class_train_set(tiny_data):
     rows = (tiny_data / "train.csv").read_text().splitlines()
     (tiny_data / "train.csv").write_text("\n".join([rows[0]] + [r.rsplit(",", 1)[0] + ",0" for r in rows[1:]]) + "\n")
     result = CliRunner().invoke(main, ["check-data", str(tiny_data)])
-    _one_line_error(result, str(tiny_data / "train.csv"), "covid 0")
+    one_line_error(result, str(tiny_data / "train.csv"), "covid 0")
 
 
 # ---- 8. smaller ones -----------------------------------------------------------------------------
 
 def test_status_with_a_mistyped_home_creates_no_store(tmp_path):
     typo = tmp_path / "hoem"
-    _one_line_error(CliRunner().invoke(main, ["status", "--home", str(typo)]), str(typo / "sweeps.db"))
+    one_line_error(CliRunner().invoke(main, ["status", "--home", str(typo)]), str(typo / "sweeps.db"))
     assert not typo.exists()
 
 
@@ -343,7 +332,7 @@ def test_truncated_jpeg_fails_check_data_instead_of_decoding_half_grey(tiny_data
     jpeg = tiny_data / "train" / "2.jpg"
     assert jpeg.read_bytes()[:2] == b"\xff\xd8"
     jpeg.write_bytes(jpeg.read_bytes()[: jpeg.stat().st_size * 2 // 3])
-    _one_line_error(CliRunner().invoke(main, ["check-data", str(tiny_data)]), str(jpeg), "truncated")
+    one_line_error(CliRunner().invoke(main, ["check-data", str(tiny_data)]), str(jpeg), "truncated")
 
 
 def test_whole_jpeg_with_bytes_after_its_end_marker_still_passes_check_data(tiny_data):

@@ -14,6 +14,8 @@ import socket
 import pytest
 import wandb
 from click.testing import CliRunner
+from helpers.cli import one_line_error
+from helpers.fakes import METRIC
 from safetensors.torch import load_file, save_file
 
 from covid_sweep.cli import main
@@ -21,18 +23,6 @@ from covid_sweep.core import paths
 from covid_sweep.model.artifact_files import MANIFEST_SINCE, written_with_manifest
 from covid_sweep.sweep.store import Store
 from covid_sweep.tracking.tracker import PROJECT_NAME_MAX, project_for, project_name_problem
-
-METRIC = {"name": "val_auc", "goal": "maximize"}
-
-
-def _one_line_error(result, *needles):
-    assert result.exit_code == 1, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def _predict(model, data, out):
@@ -53,7 +43,7 @@ def test_artifact_without_its_manifest_and_with_swapped_weights_is_refused_namin
     weights = load_file(str(model / "model.safetensors"))
     save_file({name: tensor.flip(0).contiguous() for name, tensor in weights.items()}, str(model / "model.safetensors"))
     assert json.loads((model / "metadata.json").read_text())["covid_sweep_version"]  # what says a manifest is due
-    line = _one_line_error(_predict(model, data, tmp_path / "sub.csv"), str(model / "manifest.json"), "missing")
+    line = one_line_error(_predict(model, data, tmp_path / "sub.csv"), str(model / "manifest.json"), "missing")
     assert "metadata.json" in line
     assert not (tmp_path / "sub.csv").exists()
 
@@ -120,7 +110,7 @@ def test_sweep_name_wandb_refuses_as_a_project_is_one_line_from_validate(tmp_pat
     sweep = tmp_path / "s.yaml"
     sweep.write_text(f"name: {json.dumps(name)}\nmethod: random\nmetric: {{name: val_auc, goal: maximize}}\n"
                      "parameters:\n  lr: {values: [0.001]}\n")
-    _one_line_error(CliRunner().invoke(main, ["validate", str(sweep)]), str(sweep), "name", "W&B project names")
+    one_line_error(CliRunner().invoke(main, ["validate", str(sweep)]), str(sweep), "name", "W&B project names")
 
 
 def test_sweep_named_by_its_file_that_wandb_refuses_is_one_line_from_sweep_before_any_trial(tmp_path, tiny_data):
@@ -128,7 +118,7 @@ def test_sweep_named_by_its_file_that_wandb_refuses_is_one_line_from_sweep_befor
     sweep.write_text("method: random\nmetric: {name: val_auc, goal: maximize}\nparameters:\n  lr: {values: [0.001]}\n")
     home = tmp_path / "home"
     result = CliRunner().invoke(main, ["sweep", str(sweep), "--data", str(tiny_data), "--home", str(home)])
-    _one_line_error(result, str(sweep), "'covid:v2'", "name:")
+    one_line_error(result, str(sweep), "'covid:v2'", "name:")
     assert not (home / "logs").exists()
 
 

@@ -9,22 +9,13 @@ from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
+from helpers.cli import one_line_error
+from helpers.fakes import METRIC
 
 from covid_sweep.cli import main
 from covid_sweep.core import paths
 from covid_sweep.inference.export import bundle
 from covid_sweep.sweep.store import Store
-
-METRIC = {"name": "val_auc", "goal": "maximize"}
-
-
-def _one_line_error(result, *needles):
-    assert result.exit_code == 1, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def _store_with_winner(home, artifact=None) -> None:
@@ -48,7 +39,7 @@ def test_report_over_an_existing_file_is_refused_without_force(tmp_path):
     _store_with_winner(home)
     out.write_text("my notes\n")
     refused = CliRunner().invoke(main, ["report", "sw1", "--home", str(home), "--out", str(out)])
-    _one_line_error(refused, str(out), "--force")
+    one_line_error(refused, str(out), "--force")
     assert out.read_text() == "my notes\n"
     forced = CliRunner().invoke(main, ["report", "sw1", "--home", str(home), "--out", str(out), "--force"])
     assert forced.exit_code == 0, forced.output
@@ -65,7 +56,7 @@ def test_export_best_force_refuses_to_delete_a_users_file_inside_model(trained, 
     notes.write_text("why I chose this model\n")
     before = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
 
-    _one_line_error(_export_best(data, out, home, "--force"), str(notes), "move it out")
+    one_line_error(_export_best(data, out, home, "--force"), str(notes), "move it out")
     assert notes.read_text() == "why I chose this model\n"
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == before
 
@@ -102,5 +93,5 @@ def test_export_best_out_a_symlink_to_an_empty_folder_is_one_line_before_any_pre
         raise AssertionError("predicted before refusing --out")
 
     monkeypatch.setattr(bundle, "predict_split", no_prediction)
-    _one_line_error(_export_best(data, out, home), str(out), "symbolic link")
+    one_line_error(_export_best(data, out, home), str(out), "symbolic link")
     assert out.is_symlink() and list(target.iterdir()) == []
