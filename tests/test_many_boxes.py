@@ -317,6 +317,29 @@ def test_a_database_restart_mid_sweep_is_ridden_out_and_nothing_committed_is_los
         assert trial.epochs == 12 and trial.epochs >= logged_before.get(trial.name, 0)
 
 
+def test_a_trial_opening_the_store_during_a_restart_waits_for_the_server(own_cluster, monkeypatch):
+    """A trial process that starts (imports torch, then opens the store) while the server restarts must wait
+    it out like any other store call; only a store never reached (a wrong URL) is refused at once."""
+    import threading
+
+    url = own_cluster.create_database("late")
+    Store(url).close()
+    monkeypatch.setenv("COVID_SWEEP_STORE_OUTAGE_S", "60")
+    own_cluster.pause()
+    try:
+        with pytest.raises(StoreError, match="cannot connect"):
+            Store(url, create=False)  # a user's command: an unreachable address is refused in one line
+        restart = threading.Timer(1.5, own_cluster.resume)
+        restart.start()
+        store = Store(url, create=False, known=True)  # what a trial process opens
+        restart.join()
+    finally:
+        if not own_cluster._started:
+            own_cluster.resume()
+    assert store.sweeps() == []
+    store.close()
+
+
 def test_an_outage_longer_than_the_window_is_one_line_after_backing_off():
     from covid_sweep.sweep.store.outage import StoreUnavailable, ride_out
 

@@ -54,7 +54,7 @@ def run_embedded(store_location: Path | str, trial_id: int, home: Path, artifact
     timer = PhaseTimer()
     for name, seconds in protocol.startup_phases(os.environ, time.time()).items():
         timer.add(name, seconds)
-    store = Store(store_location, create=False)
+    store = Store(store_location, create=False, known=True)  # a trial starting during a server restart waits it out
     try:
         return _run_embedded(store, trial_id, home, artifacts, timer)
     finally:

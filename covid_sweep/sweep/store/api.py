@@ -175,7 +175,9 @@ class Store:
     """Open (and, with create, make) the store at `location`: an SQLite file path, or a URL
     (postgresql://user[:password]@host[:port]/db, sqlite:///path)."""
 
-    def __init__(self, location: str | Path | StoreLocation, create: bool = True):
+    def __init__(self, location: str | Path | StoreLocation, create: bool = True, known: bool = False):
+        """known: the store exists (a controller just started a trial on it), so a server that cannot be
+        reached while opening is ridden out as an outage instead of refused as a wrong address."""
         self.location = location if isinstance(location, StoreLocation) else parse_location(location)
         self.path = self.location.address  # safe to print: a URL's password is kept apart
         self.backend: Backend
@@ -188,7 +190,10 @@ class Store:
         else:
             from covid_sweep.sweep.store.postgres import PostgresBackend
 
-            self.backend = PostgresBackend(self.location, create, SCHEMA_VERSION)
+            def open_backend() -> PostgresBackend:
+                return PostgresBackend(self.location, create, SCHEMA_VERSION, known=known)
+
+            self.backend = ride_out(open_backend, str(self.path)) if known else open_backend()
         self.conn = self.backend.conn
         self._locked = False
         self._check_version()

@@ -45,15 +45,23 @@ class PostgresBackend:
     kind = "postgresql"
     now = NOW
 
-    def __init__(self, location: StoreLocation, create: bool, version: int):
+    def __init__(self, location: StoreLocation, create: bool, version: int, known: bool = False):
         self.label = str(location.address)
         url = sa.make_url(str(location.address)).set(drivername="postgresql+psycopg", password=location.password)
         self.engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", pool_pre_ping=True, pool_size=1)
         self._sql: dict[str, str] = {}
         self._in_transaction = False
-        self._opened = False  # until the store has opened once, an unreachable server is an error, not an outage
+        # until the store has opened once, an unreachable server is an error (a wrong URL), not an outage;
+        # a store `known` to exist (a controller just started a trial on it) is an outage from the start
+        self._opened = known
         self.conn = self._connect()
-        if not create and self.schema_version() is None:
+        try:
+            found = self.schema_version()
+        except sa.exc.OperationalError as err:  # the server went away between connecting and the first query
+            self.engine.dispose()
+            error = StoreUnavailable if known else StoreError
+            raise error(f"{self.label}: cannot read the sweep store ({_first_line(err)})") from None
+        if not create and found is None:
             self.close()
             raise StoreError(f"{self.label}: no sweep store in this database yet; `covid-sweep sweep --store URL` "
                              "makes one")
