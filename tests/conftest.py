@@ -24,6 +24,15 @@ def isolated_state(tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def umask_022():
+    """The process umask set to 022 for one test (and put back): a new file must then be 0644, whatever the
+    machine's own umask is."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+@pytest.fixture
 def tiny_data(tmp_path) -> Path:
     return make_dataset(tmp_path / "data")
 

@@ -6,8 +6,9 @@ import pytest
 from click.testing import CliRunner
 
 from covid_sweep.cli import main
+from covid_sweep.data.groups import Groups
 from covid_sweep.data.layout import DataError, cached_images, check_readable, fingerprint, load_split, read_image
-from covid_sweep.data.splits import stratified_split
+from covid_sweep.data.splits import stratified_folds, stratified_split, trial_splits
 
 
 def _rewrite_csv(path, text):
@@ -89,9 +90,38 @@ def test_stratified_split_is_reproducible_and_balanced():
     assert not np.array_equal(val_a, stratified_split(labels, 0.2, seed=4)[1])
 
 
-def test_split_needs_two_of_each_class():
-    with pytest.raises(DataError, match="each class needs at least 2"):
-        stratified_split([0, 0, 0, 1], 0.25, 0)
+@pytest.mark.parametrize("labels", [[0, 0, 0, 1], [0, 1, 1, 1]])
+def test_split_needs_two_of_each_class(labels):
+    with pytest.raises(DataError, match="^train.csv: each class needs at least 2 images for a stratified validation split$"):
+        stratified_split(labels, 0.25, 0)
+    train, val = stratified_split([0, 0, 1, 1, 1, 1], 0.5, 0)  # two of each is enough
+    assert sorted(val.tolist() + train.tolist()) == list(range(6)) and len(val) == 3
+
+
+def test_a_fraction_too_small_to_hold_both_classes_names_itself():
+    with pytest.raises(DataError, match=r"^train.csv: cannot split 10 images with val_fraction=0.05: "):
+        stratified_split([0] * 5 + [1] * 5, 0.05, 0)
+
+
+def test_ungrouped_folds_validate_every_image_once_with_the_class_balance_kept():
+    labels = [0] * 12 + [1] * 6
+    pairs = trial_splits(labels, Groups("none", tuple(map(str, range(18)))), 3, 0.2, seed=5)
+    assert len(pairs) == 3
+    assert sorted(np.concatenate([val for _, val in pairs]).tolist()) == list(range(18))
+    for train, val in pairs:
+        assert set(train).isdisjoint(val) and len(train) + len(val) == 18
+        assert sorted(labels[i] for i in val) == [0, 0, 0, 0, 1, 1]
+    again = stratified_folds(labels, 3, seed=5)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(pairs, again))
+    other = stratified_folds(labels, 3, seed=6)
+    assert not all(np.array_equal(a[1], b[1]) for a, b in zip(pairs, other))
+
+
+def test_ungrouped_folds_need_as_many_images_of_each_class_as_folds():
+    with pytest.raises(DataError, match=r"^train.csv: 3-fold cross-validation needs at least 3 images of each class "
+                                        r"\(has \[2, 6\]\)$"):
+        stratified_folds([0] * 2 + [1] * 6, 3, 0)
+    assert len(stratified_folds([0] * 3 + [1] * 6, 3, 0)) == 3
 
 
 def test_decoded_cache_is_reused_and_rebuilt_on_change(tiny_data, tmp_path):

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 from helpers.faults import disk_full, failing_on_call
@@ -139,3 +141,146 @@ def test_publish_dir_refuses_an_existing_target_unless_asked_and_keeps_it_if_the
             publish_dir(staging, target, replace=True)
         monkeypatch.undo()
     assert _listing(tmp_path) == ["target"] and _listing(target) == ["old"]
+
+
+def test_entries_installed_before_a_failure_are_removed_again(tmp_path, monkeypatch):
+    out, staging = tmp_path / "out", tmp_path / "staging"
+    out.mkdir()
+    staging.mkdir()
+    for name in ("a", "b"):
+        (staging / name).write_text(f"new {name}")
+    (out / "keep").write_text("not ours")
+    monkeypatch.setattr(files.os, "replace", failing_on_call(os.replace, 2))  # a is in; moving b in fails
+    with pytest.raises(WriteError):
+        with files.disk_errors(out):
+            install_entries(staging, out, replace=False)
+    monkeypatch.undo()
+    assert _listing(out) == ["keep"]
+
+
+def test_new_files_get_the_mode_open_would_give_them(tmp_path, umask_022):
+    write_text_atomically(tmp_path / "t.csv", "x\n")
+    write_files_atomically({tmp_path / "a.csv": "a\n", tmp_path / "b.csv": "b\n"})
+    assert {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == {"t.csv": 0o644, "a.csv": 0o644,
+                                                                             "b.csv": 0o644}
+    with staged_dir(tmp_path / "folder") as staging:
+        (staging / "inner").write_text("x")
+        publish_dir(staging, tmp_path / "folder")
+    assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "folder" / "inner").stat().st_mode & 0o777 == 0o644
+
+
+def test_bytes_and_text_are_written_exactly_as_given(tmp_path):
+    payload = bytes(range(256)) + b"\r\n\x00"
+    assert files.write_bytes_atomically(tmp_path / "blob", payload).read_bytes() == payload
+    write_text_atomically(tmp_path / "text", "é\r\nline\n")  # utf-8, no newline translation
+    assert (tmp_path / "text").read_bytes() == "é\r\nline\n".encode("utf-8")
+    write_files_atomically({tmp_path / "many": "ü\r\n"})
+    assert (tmp_path / "many").read_bytes() == "ü\r\n".encode("utf-8")
+
+
+def test_without_hard_links_a_new_file_is_still_written_and_a_taken_name_still_refused(tmp_path, monkeypatch):
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")  # what a FAT or some network file systems say
+
+    monkeypatch.setattr(files.os, "link", no_links)
+    write_text_atomically(tmp_path / "new.csv", "x\n")
+    assert (tmp_path / "new.csv").read_text() == "x\n" and _listing(tmp_path) == ["new.csv"]
+    monkeypatch.setattr(files.os, "link", lambda src, dst: (_ for _ in ()).throw(disk_full()))
+    with pytest.raises(WriteError, match="No space left"):
+        write_text_atomically(tmp_path / "full.csv", "x\n")
+    assert _listing(tmp_path) == ["new.csv"]
+
+
+def test_a_file_created_meanwhile_is_not_replaced_without_force(tmp_path, monkeypatch):
+    target = tmp_path / "out.csv"
+    real_link = os.link
+
+    def race(src, dst):
+        Path(dst).write_text("theirs\n")  # another process took the name after any earlier check
+        return real_link(src, dst)
+
+    monkeypatch.setattr(files.os, "link", race)
+    with pytest.raises(ExistsError, match=rf"^{target}: already exists; pass --force to overwrite it$"):
+        write_text_atomically(target, "mine\n")
+    assert target.read_text() == "theirs\n" and _listing(tmp_path) == ["out.csv"]
+
+
+def test_a_write_that_cannot_fit_is_refused_before_it_starts(tmp_path, monkeypatch):
+    asked = []
+
+    def usage(path):
+        asked.append(Path(path))
+        return shutil._ntuple_diskusage(10_000, 9_000, 1_000)
+
+    monkeypatch.setattr(files.shutil, "disk_usage", usage)
+    files.ensure_free_space(tmp_path / "cache" / "x.bin", 1_000)  # exactly fits
+    with pytest.raises(WriteError, match=r"x.bin: could not write: 1001 bytes needed, 1000 free on its disk$"):
+        files.ensure_free_space(tmp_path / "cache" / "x.bin", 1_001)
+    assert asked == [tmp_path / "cache"] * 2
+
+
+def test_folders_installed_before_a_failure_are_removed_again_and_the_old_entries_wait_beside_them(tmp_path, monkeypatch):
+    out, staging = tmp_path / "out", tmp_path / "staging"
+    out.mkdir()
+    staging.mkdir()
+    (staging / "a_dir").mkdir()
+    (staging / "a_dir" / "inner").write_text("new")
+    (staging / "b").write_text("new b")
+    (out / "b").write_text("old b")
+    real_replace, moves = os.replace, []
+
+    def failing_third(src, dst):  # a_dir moved in, old b moved aside, then moving the new b in fails
+        moves.append(Path(dst))
+        if len(moves) == 3:
+            raise disk_full()
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", failing_third)
+    with pytest.raises(WriteError, match=rf"^{out}: could not write: No space left on device$"):
+        with files.disk_errors(out):
+            install_entries(staging, out, replace=True)
+    monkeypatch.undo()
+    assert _listing(out) == ["b"] and (out / "b").read_text() == "old b"
+    aside = moves[1]  # a rename inside out/ (one file system), never a copy through /tmp
+    assert aside.name == "b" and aside.parent.parent == out and aside.parent.name.startswith(".old-")
+
+
+def test_an_entry_created_after_the_check_is_still_not_overwritten(tmp_path, monkeypatch):
+    out, staging = tmp_path / "out", tmp_path / "staging"
+    out.mkdir()
+    staging.mkdir()
+    for name in ("a", "b"):
+        (staging / name).write_text(f"new {name}")
+    real_lexists, calls = os.path.lexists, []
+
+    def racing(path):
+        calls.append(path)
+        if len(calls) == 3:  # both names were checked free; now another process writes b
+            (out / "b").write_text("theirs")
+        return real_lexists(path)
+
+    monkeypatch.setattr(files.os.path, "lexists", racing)
+    with pytest.raises(ExistsError, match=rf"^{out / 'b'}: already exists; pass --force to overwrite it$"):
+        install_entries(staging, out, replace=False)
+    monkeypatch.undo()
+    assert {p.name: p.read_text() for p in out.iterdir()} == {"b": "theirs"}
+
+
+def test_a_failed_move_into_the_folder_names_the_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(files.os, "replace", failing_on_call(os.replace, 1))
+    with pytest.raises(WriteError, match=rf"^{tmp_path}: could not write: No space left on device$"):
+        write_files_atomically({tmp_path / "a.csv": "a\n"})
+    monkeypatch.undo()
+    assert _listing(tmp_path) == []
+    with pytest.raises(AssertionError, match="^one folder only: the all-or-none move is per folder$"):
+        write_files_atomically({tmp_path / "a.csv": "a\n", tmp_path / "sub" / "b.csv": "b\n"})
+
+
+def test_bytes_replace_an_existing_file_unless_told_not_to(tmp_path):
+    target = tmp_path / "blob"
+    files.write_bytes_atomically(target, b"one")
+    files.write_bytes_atomically(target, b"two")
+    assert target.read_bytes() == b"two"
+    with pytest.raises(ExistsError):
+        files.write_bytes_atomically(target, b"three", force=False)

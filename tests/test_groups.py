@@ -5,11 +5,11 @@ from __future__ import annotations
 import csv
 import json
 
-import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from helpers.data import REAL_DATA
+from helpers.groups import near_copy, patient_rows, write_groups
 
 from covid_sweep.cli import main
 from covid_sweep.data.groups import GROUPS_CSV, Groups, near_duplicate_groups, read_groups_csv, train_groups
@@ -17,21 +17,6 @@ from covid_sweep.data.layout import DataError, load_split
 from covid_sweep.data.splits import grouped_folds, shared_groups, trial_splits
 
 needs_real = pytest.mark.skipif(not (REAL_DATA / GROUPS_CSV).is_file(), reason="no ../shared data")
-
-
-def _write_groups(data, rows, header="file_name,group"):
-    (data / GROUPS_CSV).write_text(header + "\n" + "".join(f"{a},{b}\n" for a, b in rows))
-
-
-def _patient_rows(train, per_patient=2):
-    return [(name, f"p{i // per_patient}") for i, name in enumerate(train.ids)]
-
-
-def _near_copy(data, source: str, target: str, folder="train", shift=6):
-    """A near-identical slice: the same picture, a little brighter, with a little noise (a neighbouring slice)."""
-    image = cv2.imread(str(data / "train" / source), cv2.IMREAD_GRAYSCALE).astype(np.int16)
-    noise = np.random.default_rng(0).integers(-3, 4, image.shape)
-    cv2.imwrite(str(data / folder / target), np.clip(image + shift + noise, 0, 255).astype(np.uint8))
 
 
 # ------------------------------------------------------------------ groups.csv validation
@@ -45,14 +30,14 @@ def _near_copy(data, source: str, target: str, folder="train", shift=6):
 ])
 def test_groups_csv_problems_are_one_line_errors_naming_the_row(tiny_data, edit, message):
     train = load_split(tiny_data, "train")
-    _write_groups(tiny_data, edit(_patient_rows(train)))
+    write_groups(tiny_data, edit(patient_rows(train)))
     with pytest.raises(DataError, match=message):
         read_groups_csv(tiny_data / GROUPS_CSV, train)
 
 
 def test_groups_csv_needs_its_columns_and_utf8(tiny_data):
     train = load_split(tiny_data, "train")
-    _write_groups(tiny_data, _patient_rows(train), header="file_name,patient")
+    write_groups(tiny_data, patient_rows(train), header="file_name,patient")
     with pytest.raises(DataError, match=r"groups.csv: missing column 'group' \(found \['file_name', 'patient'\]\)"):
         read_groups_csv(tiny_data / GROUPS_CSV, train)
     (tiny_data / GROUPS_CSV).write_bytes(b"file_name,group\n0.png,\xff\xfe\n")
@@ -61,7 +46,7 @@ def test_groups_csv_needs_its_columns_and_utf8(tiny_data):
 
 
 def test_check_data_reports_a_bad_groups_csv_in_one_line(tiny_data):
-    _write_groups(tiny_data, [("0.png", "p0")])
+    write_groups(tiny_data, [("0.png", "p0")])
     result = CliRunner().invoke(main, ["check-data", str(tiny_data)])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.output.strip().splitlines()[-1].startswith("Error: ")
@@ -70,8 +55,8 @@ def test_check_data_reports_a_bad_groups_csv_in_one_line(tiny_data):
 
 def test_groups_csv_order_does_not_matter(tiny_data):
     train = load_split(tiny_data, "train")
-    rows = _patient_rows(train)
-    _write_groups(tiny_data, rows[::-1])
+    rows = patient_rows(train)
+    write_groups(tiny_data, rows[::-1])
     assert read_groups_csv(tiny_data / GROUPS_CSV, train) == tuple(group for _, group in rows)
 
 
@@ -148,7 +133,7 @@ def test_real_set_no_patient_on_both_sides_of_any_split(monkeypatch, tmp_path):
 
 
 def test_two_near_copies_land_in_one_group_and_others_do_not(tiny_data):
-    _near_copy(tiny_data, "3.png", "copy.png")
+    near_copy(tiny_data, "3.png", "copy.png")
     with (tiny_data / "train.csv").open("a", newline="") as fh:
         csv.writer(fh).writerow(["copy.png", 1])
     train = load_split(tiny_data, "train")
@@ -160,12 +145,12 @@ def test_two_near_copies_land_in_one_group_and_others_do_not(tiny_data):
 
 
 def test_groups_csv_groups_are_merged_with_near_duplicates(tiny_data):
-    _near_copy(tiny_data, "3.png", "copy.png")
+    near_copy(tiny_data, "3.png", "copy.png")
     with (tiny_data / "train.csv").open("a", newline="") as fh:
         csv.writer(fh).writerow(["copy.png", 1])
     train = load_split(tiny_data, "train")
-    rows = _patient_rows(train)  # copy.png gets a patient of its own: the picture says otherwise
-    _write_groups(tiny_data, rows)
+    rows = patient_rows(train)  # copy.png gets a patient of its own: the picture says otherwise
+    write_groups(tiny_data, rows)
     groups = train_groups(tiny_data, train, "auto")
     by_name = dict(zip(train.ids, groups.labels))
     assert train.ids[:4] == ("0.png", "1.png", "2.jpg", "3.png")  # patients p0: 0, 1; p1: 2, 3
@@ -189,7 +174,7 @@ def split_thumbnails_of(images):
 
 
 def test_check_data_reports_groups_and_a_conflicting_duplicate_across_train_and_test(tiny_data):
-    _near_copy(tiny_data, "3.png", "0.png", folder="test")  # test/0.png: COVID=0, train/3.png: COVID=1
+    near_copy(tiny_data, "3.png", "0.png", folder="test")  # test/0.png: COVID=0, train/3.png: COVID=1
     result = CliRunner().invoke(main, ["check-data", str(tiny_data)])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
@@ -201,7 +186,7 @@ def test_check_data_reports_groups_and_a_conflicting_duplicate_across_train_and_
 
 
 def test_without_test_labels_the_pair_is_listed_with_an_unknown_label(tiny_data):
-    _near_copy(tiny_data, "3.png", "0.png", folder="test")
+    near_copy(tiny_data, "3.png", "0.png", folder="test")
     (tiny_data / "test_labels.csv").unlink()
     result = CliRunner().invoke(main, ["check-data", str(tiny_data)])
     assert "train/3.png (COVID=1) ~ test/0.png (COVID=?)" in result.output and "CONFLICTING" not in result.output
@@ -212,7 +197,7 @@ def test_artifact_records_every_folds_files_and_the_split_kind(tiny_data, tmp_pa
     from covid_sweep.training.trial import run_trial
 
     train = load_split(tiny_data, "train")
-    _write_groups(tiny_data, _patient_rows(train, per_patient=3))
+    write_groups(tiny_data, patient_rows(train, per_patient=3))
     config = build_config({"backbone": "resnet18", "input_size": 32, "epochs": 1, "batch_size": 8, "folds": 2,
                            "device": "cpu", "data_dir": str(tiny_data)})
     result = run_trial(config, tmp_path / "model", progress=False)
@@ -221,5 +206,5 @@ def test_artifact_records_every_folds_files_and_the_split_kind(tiny_data, tmp_pa
     assert validation["grouping"] == "groups.csv" and validation["n_groups"] == 8
     folds = validation["val_files"]
     assert sorted(sum(folds, [])) == sorted(train.ids)  # each image validated once
-    patient = dict(_patient_rows(train, per_patient=3))
+    patient = dict(patient_rows(train, per_patient=3))
     assert not {patient[n] for n in folds[0]} & {patient[n] for n in folds[1]}

@@ -77,3 +77,18 @@ def test_candidate_cuts_keep_0_5_only_away_from_every_score():
     assert 0.5 not in candidate_cuts(np.array([0.2, 0.5 + TIE / 3, 0.9]))
     cuts = candidate_cuts(np.array([0.2, 0.2 + TIE / 2, 0.9]))  # the first two are one value to a cut
     assert cuts.tolist() == pytest.approx([0.1, 0.5, (0.2 + TIE / 2 + 0.9) / 2])
+
+
+def test_of_the_cuts_within_one_standard_error_the_one_closest_to_half_wins():
+    y = np.array([0, 1, 0, 1])
+    p = np.array([0.3, 0.4, 0.5, 0.7])  # 0.5 is a score, so no cut sits there
+    # cuts 0.15, 0.35, 0.45, 0.6 score 2/4, 3/4, 2/4, 3/4; one SE of 3/4 on 4 images is 0.22: 0.35 and 0.6 tie
+    assert candidate_cuts(p).tolist() == pytest.approx([0.15, 0.35, 0.45, 0.6])
+    assert choose_threshold(y, p) == pytest.approx(0.6)  # 0.1 from 0.5, where 0.35 is 0.15 away
+    assert choose_threshold(y[::-1] ^ 1, 1 - p[::-1]) == pytest.approx(0.4)  # the mirror image: the lower one
+
+
+def test_a_cut_beyond_one_standard_error_of_the_best_is_never_chosen():
+    y = np.array([0] * 20 + [1] * 20)
+    p = np.concatenate([np.linspace(0.05, 0.2, 20), np.linspace(0.25, 0.45, 20)])  # perfect at 0.225, 0.5 scores 1/2
+    assert choose_threshold(y, p) == pytest.approx(0.225)

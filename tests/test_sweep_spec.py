@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,83 @@ def test_sweep_metric_must_be_the_trials_monitor():
         validate(config, "s.yaml")
     config["parameters"]["monitor"] = {"value": "val_loss"}
     assert validate(config, "s.yaml")["metric"]["name"] == "val_loss"
+
+
+def test_a_missing_or_non_mapping_sweep_file_is_named_in_one_line(tmp_path):
+    with pytest.raises(SweepSpecError, match=r"^.*gone\.yaml: sweep file not found$"):
+        load_spec(tmp_path / "gone.yaml")
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- method: bayes\n")
+    with pytest.raises(SweepSpecError, match=r"list\.yaml: a sweep config must be a mapping, got list$"):
+        load_spec(listed)
+
+
+@pytest.mark.parametrize("parameters, message", [
+    ({"lr": {"distribution": "normal", "mu": -1.0, "sigma": 0.1}}, "parameter 'lr' can take -1.0"),
+    ({"lr": {"parameters": {"inner": {"value": 0.1}}}}, "parameter 'lr': nested parameters are not supported"),
+    ({"lr": 0.1}, r"parameter 'lr' must be a mapping such as \{value: ...\}, \{values: \[...\]\} or \{min: ..., max: ...\}, "
+                  "got 0.1$"),
+])
+def test_a_normal_distribution_is_checked_at_its_mean_and_nesting_and_bare_values_are_refused(parameters, message):
+    with pytest.raises(SweepSpecError, match=message):
+        validate(base(**parameters), "s.yaml")
+
+
+def test_parameters_that_are_not_a_mapping_are_one_line(tmp_path):
+    with pytest.raises(SweepSpecError, match="s.yaml: parameters must be a mapping of name: spec, got list$"):
+        validate({**base(), "parameters": ["lr"]}, "s.yaml")
+    flat = tmp_path / "flat.yaml"
+    flat.write_text("method: random\nmetric: {name: val_auc, goal: maximize}\nparameters:\n  lr: 0.1\n")
+    result = CliRunner().invoke(main, ["validate", str(flat)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "flat.yaml: parameter 'lr' must be a mapping" in result.output
+
+
+def _refusal(config: dict) -> str:
+    with pytest.raises(SweepSpecError) as err:
+        validate(config, "s.yaml")
+    return str(err.value)
+
+
+def test_schema_messages_say_where_in_the_yaml_they_apply():
+    message = _refusal(base(lr={"distribution": "log_uniform_values", "min": "a", "max": 1}))
+    assert message.startswith("s.yaml: parameters.lr: {")
+    assert _refusal({"method": "random"}) == "s.yaml: `parameters` is required unless `scheduler.search_space` is set."
+
+
+def test_unknown_fields_and_metrics_list_the_valid_ones():
+    assert re.search(r"is not a TrialConfig field \(valid: [a-z_0-9]+, [a-z_0-9]+, ", _refusal(base(learning_rate={"value": 1})))
+    config = base()
+    config["metric"] = {"name": "accuracy", "goal": "maximize"}
+    assert re.search(r"is not logged per epoch; use one of val_[a-z]+, val_[a-z]+", _refusal(config))
+
+
+def test_a_metric_the_monitor_does_not_follow_names_the_monitor_as_the_sweep_wrote_it():
+    config = base()
+    config["metric"] = {"name": "val_loss", "goal": "minimize"}
+    assert "differs from the trials' early-stop monitor 'val_auc';" in _refusal(config)  # TrialConfig's default
+    config["parameters"]["monitor"] = {"values": ["val_auc", "val_loss"]}
+    assert "early-stop monitor {'values': ['val_auc', 'val_loss']};" in _refusal(config)
+
+
+@pytest.mark.parametrize("metric, message", [
+    ({"name": "val_auc", "goal": "minimize"}, "metric.goal 'minimize' contradicts 'val_auc', which is better when higher; "
+                                              "use `goal: maximize`"),
+    ({"name": "val_auc"}, "metric.goal 'minimize' contradicts 'val_auc', which is better when higher; "
+                          "use `goal: maximize`"),  # W&B's default goal
+    ({"name": "val_loss", "goal": "maximize"}, "metric.goal 'maximize' contradicts 'val_loss', which is better when lower; "
+                                               "use `goal: minimize`"),
+])
+def test_a_goal_against_the_metric_is_refused_with_the_right_one(metric, message):
+    config = base(monitor={"value": metric["name"]})
+    config["metric"] = metric
+    assert _refusal(config) == f"s.yaml: {message}"
+
+
+def test_a_name_w_and_b_refuses_is_named_whether_written_or_taken_from_the_file(tmp_path):
+    assert _refusal({**base(), "name": "covid/ct"}).startswith("s.yaml: name 'covid/ct' contains '/'; W&B project")
+    with pytest.raises(SweepSpecError) as err:
+        validate(base(), "a#b.yaml")
+    assert str(err.value).startswith("a#b.yaml: the sweep's name, its file name 'a#b' (no `name:` is set), contains '#';")
+    assert str(err.value).endswith("; set `name:`")
+    assert validate({**base(), "name": "covid-ct"}, "a#b.yaml")["name"] == "covid-ct"  # a good name: the file's is unused

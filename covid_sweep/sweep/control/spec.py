@@ -55,7 +55,7 @@ def check_parameters(config: dict, source: str) -> None:
     for name, spec in config.get("parameters", {}).items():
         if name not in fields:
             raise SweepSpecError(f"{source}: parameter {name!r} is not a TrialConfig field (valid: {', '.join(fields)})")
-        if not isinstance(spec, dict) or "parameters" in spec:
+        if "parameters" in spec:
             raise SweepSpecError(f"{source}: parameter {name!r}: nested parameters are not supported")
         for value in _candidate_values(spec):
             try:
@@ -102,8 +102,20 @@ def check_name(config: dict, source: str) -> None:
                          "set `name:`")
 
 
+def check_shape(config: dict, source: str) -> None:
+    """Every parameter is a mapping: W&B's schema check raises a bare ValueError on one that is not."""
+    parameters = config.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise SweepSpecError(f"{source}: parameters must be a mapping of name: spec, got {type(parameters).__name__}")
+    for name, spec in parameters.items():
+        if not isinstance(spec, dict):
+            raise SweepSpecError(f"{source}: parameter {name!r} must be a mapping such as {{value: ...}}, "
+                                 f"{{values: [...]}} or {{min: ..., max: ...}}, got {spec!r}")
+
+
 def validate(config: dict, source: str = "sweep") -> dict:
     """Return W&B's filled-in config, or raise SweepSpecError with the schema's own messages."""
+    check_shape(config, source)
     violations = schema_violations(config)
     if violations:
         raise SweepSpecError(f"{source}: " + "; ".join(violations))
