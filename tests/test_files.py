@@ -284,3 +284,27 @@ def test_bytes_replace_an_existing_file_unless_told_not_to(tmp_path):
     assert target.read_bytes() == b"two"
     with pytest.raises(ExistsError):
         files.write_bytes_atomically(target, b"three", force=False)
+
+
+def test_a_published_folder_gets_plain_modes_all_the_way_down(tmp_path, umask_022):
+    with staged_dir(tmp_path / "model") as staging:
+        (staging / "weights").write_bytes(b"w")
+        (staging / "weights").chmod(0o600)  # what safetensors leaves
+        (staging / "sub").mkdir(mode=0o700)
+        (staging / "sub" / "deep").write_text("d")
+        (staging / "sub" / "deep").chmod(0o600)
+        publish_dir(staging, tmp_path / "model")
+    modes = {str(p.relative_to(tmp_path)): p.stat().st_mode & 0o777 for p in sorted(tmp_path.rglob("*"))}
+    assert modes == {"model": 0o755, "model/sub": 0o755, "model/sub/deep": 0o644, "model/weights": 0o644}
+
+
+def test_replacing_a_published_folder_leaves_only_the_new_one(tmp_path):
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "old").write_text("old")
+    with staged_dir(target) as staging:
+        (staging / "new").write_text("new")
+        with pytest.raises(ExistsError, match=rf"^{target}: already exists; refusing to overwrite$"):
+            publish_dir(staging, target)
+        publish_dir(staging, target, replace=True)
+    assert _listing(tmp_path) == ["target"] and _listing(target) == ["new"]

@@ -208,3 +208,59 @@ def test_artifact_records_every_folds_files_and_the_split_kind(tiny_data, tmp_pa
     assert sorted(sum(folds, [])) == sorted(train.ids)  # each image validated once
     patient = dict(patient_rows(train, per_patient=3))
     assert not {patient[n] for n in folds[0]} & {patient[n] for n in folds[1]}
+
+
+def test_a_row_without_its_group_cell_and_many_missing_images_are_named(tiny_data):
+    train = load_split(tiny_data, "train")
+    rows = patient_rows(train)
+    (tiny_data / GROUPS_CSV).write_text("file_name,group\n" + "".join(f"{a},{b}\n" for a, b in rows[:-1]) + f"{rows[-1][0]}\n")
+    with pytest.raises(DataError, match=rf"groups.csv: row {len(rows) + 1}: empty group for '{rows[-1][0]}'$"):
+        read_groups_csv(tiny_data / GROUPS_CSV, train)
+    write_groups(tiny_data, rows[5:])
+    with pytest.raises(DataError, match=r"groups.csv: 5 train image\(s\) have no group, e.g. '0.png', '1.png', '2.jpg'$"):
+        read_groups_csv(tiny_data / GROUPS_CSV, train)
+
+
+def test_a_grouped_holdout_is_the_first_of_about_one_over_the_fraction_folds():
+    from covid_sweep.data.splits import holdout_folds
+
+    assert [holdout_folds(f) for f in (0.5, 0.25, 0.2, 0.9)] == [2, 4, 5, 2]
+
+
+@pytest.mark.parametrize("source, folds, kind", [
+    ("none", 1, "ungrouped holdout"), ("none", 5, "ungrouped 5-fold CV"),
+    ("groups.csv", 1, "grouped holdout (patients + near-duplicates)"),
+    ("near-duplicates", 3, "grouped 3-fold CV (near-duplicates only)"),
+])
+def test_every_score_says_what_split_it_was_measured_on(source, folds, kind):
+    from covid_sweep.data.splits import split_kind
+
+    assert split_kind(source, folds) == kind
+
+
+def test_groups_describe_their_sizes_largest_first():
+    groups = Groups("groups.csv", ("a", "a", "a", "b", "c", "c"))
+    assert groups.sizes() == [3, 2, 1]
+    assert groups.describe() == ("3 groups from groups.csv merged with near-duplicate clusters; images per group: max 3, "
+                                 "median 2, 1 single images")
+    assert Groups("none", ("a", "b")).describe() == "none (ungrouped: slices of one patient can sit on both sides)"
+
+
+def test_grouped_folds_need_exactly_as_many_groups_per_class_as_folds_and_refuse_a_one_class_fold():
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    assert len(grouped_folds(labels, ["a", "b", "c", "d", "e", "f"], 3, 0)) == 3  # three groups of each: enough
+    with pytest.raises(DataError, match=r"^train.csv: grouped fold 1 of 2 holds one class only; use fewer folds "
+                                        r"or a larger val_fraction$"):
+        grouped_folds(np.array([0, 1, 0, 0, 1, 1]), ["g0", "g1", "g3", "g1", "g2", "g1"], 2, 0)
+
+
+@pytest.mark.parametrize("grouping", ["none", "groups.csv"])
+def test_a_holdout_follows_its_fraction_and_seed(grouping):
+    labels, groups = _synthetic()
+    split = Groups(grouping, tuple(groups))
+    [(train, val)] = trial_splits(labels, split, 1, 0.2, seed=4)
+    assert abs(len(val) / len(labels) - 0.2) < 0.04  # not sklearn's default of 0.25 and len(train) + len(val) == len(labels)
+    [(_, again)] = trial_splits(labels, split, 1, 0.2, seed=4)
+    [(_, other)] = trial_splits(labels, split, 1, 0.2, seed=5)
+    assert np.array_equal(val, again) and not np.array_equal(val, other)
+    assert len(trial_splits(labels, split, 2, 0.2, seed=4)) == 2  # two folds are folds, not a holdout

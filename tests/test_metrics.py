@@ -92,3 +92,15 @@ def test_a_cut_beyond_one_standard_error_of_the_best_is_never_chosen():
     y = np.array([0] * 20 + [1] * 20)
     p = np.concatenate([np.linspace(0.05, 0.2, 20), np.linspace(0.25, 0.45, 20)])  # perfect at 0.225, 0.5 scores 1/2
     assert choose_threshold(y, p) == pytest.approx(0.225)
+
+
+def test_one_score_or_none_still_gets_a_threshold():
+    assert choose_threshold([], []) == 0.5
+    assert choose_threshold([1], [0.2]) == pytest.approx(0.1)  # below its only score: it is called COVID
+
+
+def test_a_score_of_exactly_zero_is_called_covid_by_the_lowest_cut():
+    # a float32 sigmoid underflows to 0.0 for a very negative logit: the cut under every score is then 0 itself
+    y, p = np.array([1, 1, 1]), np.array([0.0, 0.0, 0.9])
+    assert choose_threshold(y, p) == 0.0
+    assert binary_metrics(y, p, choose_threshold(y, p))["acc"] == 1.0

@@ -118,6 +118,7 @@ def test_parameters_that_are_not_a_mapping_are_one_line(tmp_path):
 def _refusal(config: dict) -> str:
     with pytest.raises(SweepSpecError) as err:
         validate(config, "s.yaml")
+    assert str(err.value).startswith("s.yaml: ")  # every refusal names the file it is about
     return str(err.value)
 
 
@@ -163,3 +164,11 @@ def test_a_name_w_and_b_refuses_is_named_whether_written_or_taken_from_the_file(
     assert str(err.value).startswith("a#b.yaml: the sweep's name, its file name 'a#b' (no `name:` is set), contains '#';")
     assert str(err.value).endswith("; set `name:`")
     assert validate({**base(), "name": "covid-ct"}, "a#b.yaml")["name"] == "covid-ct"  # a good name: the file's is unused
+
+
+def test_every_schema_violation_is_listed_and_a_nameless_source_is_called_sweep():
+    config = {**base(), "method": "genetic", "run_cap": -1}
+    assert _refusal(config) == ("s.yaml: method: 'genetic' is not one of ['bayes', 'random', 'grid', 'custom']; "
+                                "run_cap: -1 is less than or equal to the minimum of 0")
+    with pytest.raises(SweepSpecError, match=r"^sweep: \(top level\): 'method' is a required property$"):
+        validate({"metric": {"name": "val_auc", "goal": "maximize"}, "parameters": {"lr": {"value": 0.1}}})
