@@ -264,3 +264,28 @@ def test_a_holdout_follows_its_fraction_and_seed(grouping):
     [(_, other)] = trial_splits(labels, split, 1, 0.2, seed=5)
     assert np.array_equal(val, again) and not np.array_equal(val, other)
     assert len(trial_splits(labels, split, 2, 0.2, seed=4)) == 2  # two folds are folds, not a holdout
+
+
+def test_neighbouring_slices_pair_once_and_no_image_pairs_with_itself():
+    from covid_sweep.data.groups import near_duplicate_pairs
+
+    # slices 0-1 and 3-4 are consecutive near-copies (the common real case); 2 is unlike both
+    thumbs = np.array([[1.0, 0.0, 0.0], [0.99, 0.141, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [0.0, 0.99, 0.141]])
+    assert near_duplicate_pairs(thumbs).tolist() == [[0, 1], [3, 4]]
+
+
+def test_a_pair_exactly_at_the_threshold_is_not_a_near_duplicate():
+    from covid_sweep.data.groups import near_duplicate_pairs
+
+    thumbs = np.array([[1.0, 0.0], [0.5, 0.75 ** 0.5]])  # r = 0.5 exactly: 1 * 0.5 + 0 * x
+    assert near_duplicate_pairs(thumbs, threshold=0.5).tolist() == []
+    assert near_duplicate_pairs(thumbs, threshold=0.49).tolist() == [[0, 1]]
+    assert len(set(near_duplicate_groups(thumbs, threshold=0.49))) == 1  # the threshold reaches the grouping
+    assert len(set(near_duplicate_groups(thumbs))) == 2
+
+
+def test_a_short_row_with_the_file_name_column_last_is_named(tiny_data):
+    train = load_split(tiny_data, "train")
+    (tiny_data / GROUPS_CSV).write_text("group,file_name\np0,0.png\np1\n")
+    with pytest.raises(DataError, match=r"groups.csv: row 3: file_name '' is not in train.csv$"):
+        read_groups_csv(tiny_data / GROUPS_CSV, train)

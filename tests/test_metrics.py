@@ -1,4 +1,5 @@
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -104,3 +105,27 @@ def test_a_score_of_exactly_zero_is_called_covid_by_the_lowest_cut():
     y, p = np.array([1, 1, 1]), np.array([0.0, 0.0, 0.9])
     assert choose_threshold(y, p) == 0.0
     assert binary_metrics(y, p, choose_threshold(y, p))["acc"] == 1.0
+
+
+def test_undefined_metrics_are_nan_without_a_warning_each_epoch():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # sklearn's UndefinedMetricWarning, numpy's 0/0: neither may be raised
+        negatives = binary_metrics([0, 0, 0], [0.1, 0.7, 0.2])
+        positives = binary_metrics([1, 1], [0.9, 0.8])
+    assert math.isnan(negatives["auc"]) and math.isnan(negatives["sensitivity"])
+    assert negatives["specificity"] == pytest.approx(2 / 3) and negatives["f1"] == 0.0
+    assert math.isnan(positives["specificity"]) and positives["sensitivity"] == 1.0
+
+
+@pytest.mark.parametrize("y, p, expected", [
+    ([1, 1, 0, 0], [0.9, 0.1, 0.9, 0.1], {"sensitivity": 0.5, "specificity": 0.5, "f1": 0.5}),  # tp = fn, tn = fp
+    ([1, 1, 0], [0.9, 0.1, 0.1], {"f1": 2 / 3, "sensitivity": 0.5, "specificity": 1.0}),         # tp + fp = fn
+    ([1, 0, 0], [0.9, 0.9, 0.1], {"f1": 2 / 3, "sensitivity": 1.0, "specificity": 0.5}),         # tp + fn = fp
+])
+def test_rates_and_f1_from_small_counts(y, p, expected):
+    metrics = binary_metrics(y, p)
+    assert {k: metrics[k] for k in expected} == pytest.approx(expected)
+
+
+def test_a_score_equal_to_the_threshold_is_called_covid():
+    assert binary_metrics([1, 0], [0.25, 0.1], threshold=0.25)["acc"] == 1.0
