@@ -308,3 +308,18 @@ def test_replacing_a_published_folder_leaves_only_the_new_one(tmp_path):
             publish_dir(staging, target)
         publish_dir(staging, target, replace=True)
     assert _listing(tmp_path) == ["target"] and _listing(target) == ["new"]
+
+
+def test_the_temporary_file_is_hidden_beside_its_target_and_replaced_by_default(tmp_path):
+    seen = []
+
+    def write(fh):
+        seen.append(Path(fh.name))  # the same file system as the target: the rename cannot turn into a copy
+        fh.write("x")
+
+    target = tmp_path / "out.csv"
+    write_file_atomically(target, write)
+    write_file_atomically(target, write)  # force is the default here
+    tmp = seen[0]
+    assert tmp.parent == tmp_path and tmp.name.startswith(".out.csv.") and tmp.name.endswith(".tmp")
+    assert _listing(tmp_path) == ["out.csv"]

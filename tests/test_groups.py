@@ -289,3 +289,13 @@ def test_a_short_row_with_the_file_name_column_last_is_named(tiny_data):
     (tiny_data / GROUPS_CSV).write_text("group,file_name\np0,0.png\np1\n")
     with pytest.raises(DataError, match=r"groups.csv: row 3: file_name '' is not in train.csv$"):
         read_groups_csv(tiny_data / GROUPS_CSV, train)
+
+
+def test_the_grouping_mode_picks_the_source(tiny_data):
+    train = load_split(tiny_data, "train")
+    assert train_groups(tiny_data, train, "none") == Groups("none", tuple(train.ids))
+    assert train_groups(tiny_data, train).source == "near-duplicates"  # auto, without groups.csv
+    write_groups(tiny_data, patient_rows(train))
+    assert train_groups(tiny_data, train).source == "groups.csv"
+    assert train_groups(tiny_data, train, "groups_csv").source == "groups.csv"
+    assert train_groups(tiny_data, train, "near_duplicates").source == "near-duplicates"
