@@ -44,9 +44,9 @@ def agent_preload(store_kind: str) -> tuple[str, ...]:
 
 
 def start_fork_server(preload: tuple[str, ...]) -> None:
-    """Start the fork server now: it imports `preload` (~4 s on a 2-core CPU, 10-14 s on a GPU box) while the
-    caller goes on with its own imports and set-up, which the first trial's launch would otherwise follow. A
-    launcher made later with the same preload finds it running."""
+    """Start the fork server now: it imports `preload` (seconds: torch, OpenCV) while the caller goes on with
+    its own imports and set-up, which the first trial's launch would otherwise follow. A launcher made later
+    with the same preload finds it running."""
     multiprocessing.get_context("forkserver").set_forkserver_preload([GUARD, *preload])
     multiprocessing.forkserver.ensure_running()
 
@@ -79,10 +79,8 @@ def _become_trial(log: str, env: dict[str, str]) -> None:
 def limit_threads(threads: int) -> None:
     """This trial's share of the cores (the controller's OMP_NUM_THREADS) for every thread pool that the fork
     server's imports sized to all of them before the trial's value existed: torch's, numpy's BLAS (OpenBLAS
-    reads the variable once, at load) and OpenCV's. Without it, 8 agents on 16 cores each ran numpy with 16
-    threads: in an 8-agent sweep at 64 px on a 16-core H200 box the median trial's `grouping` phase (mostly one
-    numpy matmul) took 0.38 s, against 0.09-0.12 s with 2 agents on a 2-core Xeon, where the limit changed
-    nothing measurable (1 thread instead of 2); not yet re-measured on a many-core box."""
+    reads the variable once, at load) and OpenCV's. Without it, each of N agents on a many-core box runs its
+    pools with every core, and the agents slow one another down (docs/measurements.md, Speed)."""
     import threadpoolctl
 
     torch, cv2 = sys.modules.get("torch"), sys.modules.get("cv2")
