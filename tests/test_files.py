@@ -37,6 +37,16 @@ def _listing(folder):
     return sorted(p.name for p in folder.iterdir())
 
 
+def _out_and_staging(tmp_path, staged=("a", "b")):
+    """An install target and a staging folder holding a new file for each name in `staged`."""
+    out, staging = tmp_path / "out", tmp_path / "staging"
+    out.mkdir()
+    staging.mkdir()
+    for name in staged:
+        (staging / name).write_text(f"new {name}")
+    return out, staging
+
+
 def test_a_full_disk_part_way_keeps_the_old_file_and_leaves_no_temp_file(tmp_path):
     target = tmp_path / "out.csv"
     target.write_text("old\n")
@@ -85,12 +95,9 @@ def test_several_files_without_force_refuse_if_any_exists_and_write_none(tmp_pat
 
 
 def test_install_entries_puts_the_old_entries_back_when_a_rename_fails(tmp_path, monkeypatch):
-    out, staging = tmp_path / "out", tmp_path / "staging"
-    out.mkdir()
-    staging.mkdir()
+    out, staging = _out_and_staging(tmp_path, ("a", "b", "c"))
     for name in ("a", "b", "c"):
         (out / name).write_text(f"old {name}")
-        (staging / name).write_text(f"new {name}")
     (out / "keep").write_text("not ours")
     real_replace, calls = os.replace, []
 
@@ -144,11 +151,7 @@ def test_publish_dir_refuses_an_existing_target_unless_asked_and_keeps_it_if_the
 
 
 def test_entries_installed_before_a_failure_are_removed_again(tmp_path, monkeypatch):
-    out, staging = tmp_path / "out", tmp_path / "staging"
-    out.mkdir()
-    staging.mkdir()
-    for name in ("a", "b"):
-        (staging / name).write_text(f"new {name}")
+    out, staging = _out_and_staging(tmp_path)
     (out / "keep").write_text("not ours")
     monkeypatch.setattr(files.os, "replace", failing_on_call(os.replace, 2))  # a is in; moving b in fails
     with pytest.raises(WriteError):
@@ -221,12 +224,9 @@ def test_a_write_that_cannot_fit_is_refused_before_it_starts(tmp_path, monkeypat
 
 
 def test_folders_installed_before_a_failure_are_removed_again_and_the_old_entries_wait_beside_them(tmp_path, monkeypatch):
-    out, staging = tmp_path / "out", tmp_path / "staging"
-    out.mkdir()
-    staging.mkdir()
+    out, staging = _out_and_staging(tmp_path, ("b",))
     (staging / "a_dir").mkdir()
     (staging / "a_dir" / "inner").write_text("new")
-    (staging / "b").write_text("new b")
     (out / "b").write_text("old b")
     real_replace, moves = os.replace, []
 
@@ -247,11 +247,7 @@ def test_folders_installed_before_a_failure_are_removed_again_and_the_old_entrie
 
 
 def test_an_entry_created_after_the_check_is_still_not_overwritten(tmp_path, monkeypatch):
-    out, staging = tmp_path / "out", tmp_path / "staging"
-    out.mkdir()
-    staging.mkdir()
-    for name in ("a", "b"):
-        (staging / name).write_text(f"new {name}")
+    out, staging = _out_and_staging(tmp_path)
     real_lexists, calls = os.path.lexists, []
 
     def racing(path):
