@@ -15,7 +15,7 @@ from helpers.polling import wait_for
 from rich.console import Console
 
 from covid_sweep.sweep.control.controller import new_sweep
-from covid_sweep.sweep.store import Store, Trial
+from covid_sweep.sweep.store import Store, Sweep, Trial
 from covid_sweep.sweep.views.live import LiveView, Running, estimate_left, live_state, render, target
 from covid_sweep.sweep.views.status import status_json
 
@@ -40,11 +40,15 @@ def test_time_left_from_ended_trials_and_from_a_running_trials_pace():
     assert estimate_left([], [Running("c", 0, 4, None, 5.0)], remaining=3, agents=1) is None
 
 
+def _sweep_with(config: dict) -> Sweep:
+    return Sweep("sw", "t", "t.yaml", config, None, 0, 0.0)
+
+
 def test_target_is_run_cap_or_count():
-    store_sweep = type("S", (), {"config": {"run_cap": 10}})()
+    store_sweep = _sweep_with({"run_cap": 10})
     assert target(store_sweep, done_before=3, count=None) == 10
     assert target(store_sweep, done_before=3, count=4) == 7
-    assert target(type("S", (), {"config": {}})(), done_before=0, count=None) is None
+    assert target(_sweep_with({}), done_before=0, count=None) is None
 
 
 def _mid_sweep(tmp_path):

@@ -118,7 +118,7 @@ def _run_sweep(sweep_file, data, count, agents, gpus, resume_id, seed, max_early
             raise UserError("--data is required (or a data_dir parameter in the sweep)")
         check_weights(config, str(sweep_file))  # before the sweep exists: nothing to resume when weights are missing
         the_sweep = new_sweep(store, config, str(sweep_file), data_dir, seed)
-    click.echo(f"sweep {the_sweep.id} ({the_sweep.config['method']}, metric {the_sweep.metric}) in {root}"
+    click.echo(f"sweep {the_sweep.id} ({the_sweep.method}, metric {the_sweep.metric}) in {root}"
                + (f", store {store.path}" if store_url or store.location.kind != "sqlite" else ""))
     started = time.time()
     with _live_view(store_url, root, the_sweep, agents, count) as log:

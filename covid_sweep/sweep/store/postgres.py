@@ -58,7 +58,7 @@ class PostgresBackend:
         try:
             found = self.schema_version()
         except sa.exc.OperationalError as err:  # the server went away between connecting and the first query
-            self.engine.dispose()
+            self.close()
             error = StoreUnavailable if known else StoreError
             raise error(f"{self.label}: cannot read the sweep store ({_first_line(err)})") from None
         if not create and found is None:

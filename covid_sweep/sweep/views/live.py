@@ -57,7 +57,7 @@ def trial_budget(trial: Trial) -> int:
 
 def target(sweep: Sweep, done_before: int, count: int | None) -> int | None:
     """The number of ended trials at which this invocation stops: run_cap, or the trials already done plus --count."""
-    cap = sweep.config.get("run_cap")
+    cap = sweep.run_cap
     by_count = done_before + count if count is not None else None
     limits = [n for n in (cap, by_count) if n is not None]
     return min(limits) if limits else None

@@ -79,7 +79,7 @@ def duration(trial: Trial, now: float | None = None) -> float | None:
 
 def param_names(sweep: Sweep, trials: list[Trial]) -> list[str]:
     """The sweep's parameters in its YAML order, then any a trial holds beyond them (a W&B-side addition)."""
-    names = list(sweep.config.get("parameters", {}))
+    names = list(sweep.parameters)
     for trial in trials:
         names += [k for k in trial.params if k not in names]
     return names
@@ -92,7 +92,7 @@ def varying_params(names: list[str], trials: list[Trial]) -> list[str]:
 
 def progress_line(sweep: Sweep, trials: list[Trial]) -> str:
     states = Counter(t.state for t in trials)
-    cap = sweep.config.get("run_cap")
+    cap = sweep.run_cap
     launched = sum(1 for t in trials if t.retry_of is None)
     return (f"{launched}{f'/{cap}' if cap else ''} trials; "
             + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
@@ -160,7 +160,7 @@ def status_view(snapshot: SweepSnapshot, width: int, all_params: bool = False, n
     shown = names if all_params else varying
     promoted = snapshot.alias("best")
     rows = [(t, _trial_cells(t, promoted, now)) for t in ranked(trials, sweep.goal)]
-    title = escape(f"sweep {sweep.id} ({sweep.name}, {sweep.config['method']}): {progress_line(sweep, trials)}")
+    title = escape(f"sweep {sweep.id} ({sweep.name}, {sweep.method}): {progress_line(sweep, trials)}")
     wide = _wide(sweep, title, rows, shown)
     parts = [wide] if natural_width(wide) <= width else _compact(sweep, title, rows, shown)
     same = [n for n in names if n not in shown]
@@ -185,8 +185,8 @@ def status_json(snapshot: SweepSnapshot, now: float | None = None) -> dict:
     promoted = snapshot.alias("best")
     names = param_names(sweep, trials)
     return {
-        "sweep": {"id": sweep.id, "name": sweep.name, "method": sweep.config.get("method"), "metric": sweep.metric,
-                  "goal": sweep.goal, "run_cap": sweep.config.get("run_cap"), "seed": sweep.seed,
+        "sweep": {"id": sweep.id, "name": sweep.name, "method": sweep.method, "metric": sweep.metric,
+                  "goal": sweep.goal, "run_cap": sweep.run_cap, "seed": sweep.seed,
                   "created": sweep.created, "data_dir": sweep.data_dir, "source": sweep.source,
                   "objective_split": objective_split(trials),
                   "states": dict(sorted(Counter(str(t.state) for t in trials).items())),
