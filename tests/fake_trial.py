@@ -1,7 +1,9 @@
 """A cheap stand-in for a trial process, speaking the embedded protocol (store + signals) for real.
 
 Params: quality (metric level), epochs, crash_at (epoch at which the process dies), epoch_s, data (a data
-folder: the trial records its train/ fingerprint in an artifact folder, as a real trial does).
+folder: the trial records its train/ fingerprint in an artifact folder, as a real trial does), gate (a file: after
+its first epoch the trial waits until that file exists, so a test can catch trials mid-run however slowly
+they start).
 The metric climbs towards `quality`, so a low-quality trial lags the others at every epoch.
 """
 
@@ -25,18 +27,28 @@ def main(argv=None) -> int:
     process.start()
     params = trial.params
     quality = float(params.get("quality", 0.5))
+    gate = params.get("gate")
     for epoch in range(1, int(params.get("epochs", 4)) + 1):
         deadline = time.time() + float(params.get("epoch_s", 0.3))
-        while time.time() < deadline:
-            if process.should_stop():
-                process.end(loop_stopped=True, artifact=None)
-                return 0
-            time.sleep(0.02)
+        if not _wait(process, lambda: time.time() >= deadline):
+            return 0
         if params.get("crash_at") == epoch:
             os._exit(3)  # like a CUDA OOM or a segfault: no goodbye
         process.on_epoch({"epoch": epoch, "val_auc": quality * (1 - 0.5 ** epoch)})
+        if epoch == 1 and gate is not None and not _wait(process, Path(gate).exists):
+            return 0
     process.end(loop_stopped=False, artifact=_data_record(params.get("data"), invocation.home, trial.name))
     return 0
+
+
+def _wait(process: TrialProcess, done) -> bool:
+    """Wait until done() holds (True), or until the trial is told to stop, which it then ends (False)."""
+    while not done():
+        if process.should_stop():
+            process.end(loop_stopped=True, artifact=None)
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def _data_record(data: str | None, home: Path, name: str) -> str | None:

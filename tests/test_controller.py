@@ -19,7 +19,7 @@ from helpers.polling import wait_for
 from covid_sweep.cli import main
 from covid_sweep.sweep.control.controller import new_sweep
 from covid_sweep.sweep.control.outcome import StopReason
-from covid_sweep.sweep.store import Store
+from covid_sweep.sweep.store import Store, Trial
 
 HERE = Path(__file__).parent
 
@@ -119,15 +119,24 @@ def test_two_concurrent_agents_never_get_the_same_params(store, tmp_path):
 
 def test_kill_9_then_resume_loses_nothing_and_reruns_nothing(store, tmp_path):
     config = {"method": "random", "metric": METRIC, "run_cap": 3,
-              "parameters": {"quality": {"min": 0.1, "max": 0.9}, "epochs": {"value": 4}, "epoch_s": {"value": 0.4}}}
+              "parameters": {"quality": {"min": 0.1, "max": 0.9}, "epochs": {"value": 6}, "epoch_s": {"value": 0.4}}}
     sweep = new_sweep(store, config, "t.yaml", None, seed=5)
     controller = _start_controller(store, sweep, tmp_path)
-    # wait for trial 1 finished and trial 2 part-way through
-    assert wait_for(lambda: any(t.state == "finished" for t in store.trials(sweep.id))
-                    and any(t.state == "running" and t.epochs >= 1 for t in store.trials(sweep.id)))
+    caught: dict[str, Trial] = {}
+
+    def one_finished_and_the_next_early_in_its_run() -> bool:
+        # early (epochs 1 to 3 of 6): it is still running when the controller dies, however slow this box is
+        trials = store.trials(sweep.id)
+        finished = [t for t in trials if t.state == "finished"]
+        midway = [t for t in trials if t.state == "running" and 1 <= t.epochs <= 3]
+        if finished and midway:
+            caught.update(first=finished[0], second=midway[0])
+        return bool(caught)
+
+    assert wait_for(one_finished_and_the_next_early_in_its_run)
     controller.send_signal(signal.SIGKILL)
     controller.wait()
-    first, second = store.trials(sweep.id)[:2]
+    first, second = caught["first"], caught["second"]
     epochs_logged = len(store.history(second.id))
     # the orphaned trial notices its controller is gone and marks itself interrupted
     assert wait_for(lambda: store.trial(second.id).state == "interrupted", timeout=10)

@@ -111,8 +111,10 @@ def test_live_view_over_a_real_controller_run(tmp_path):
     run, their epoch bars show; the controller's lines print above the view; the last picture shows every trial
     done and the best one."""
     store = Store(tmp_path / "home" / "sweeps.db")
+    gate = tmp_path / "go-on"  # trials hold after epoch 1 until it exists: the snapshot below sees them running
     config = {"method": "grid", "metric": METRIC,
-              "parameters": {"quality": {"values": [0.3, 0.9, 0.6]}, "epochs": {"value": 4}, "epoch_s": {"value": 0.4}}}
+              "parameters": {"quality": {"values": [0.3, 0.9, 0.6]}, "epochs": {"value": 4}, "epoch_s": {"value": 0.4},
+                             "gate": {"value": str(gate)}}}
     sweep = new_sweep(store, config, "t.yaml", None, seed=0)
     out = io.StringIO()
     console = Console(width=120, file=out, force_terminal=True, color_system=None)
@@ -120,10 +122,14 @@ def test_live_view_over_a_real_controller_run(tmp_path):
 
     def snapshot_midway():
         # once a trial has logged an epoch, wait past one refresh (1 s) and take what the terminal has so far
-        watcher = Store(store.path, create=False)
-        wait_for(lambda: any(t.epochs >= 1 and t.state == "running" for t in watcher.trials(sweep.id)), timeout=30)
-        time.sleep(1.2)
-        midway.append(out.getvalue())
+        try:
+            watcher = Store(store.path, create=False)
+            wait_for(lambda: any(t.epochs >= 1 and t.state == "running" for t in watcher.trials(sweep.id)),
+                     timeout=30)
+            time.sleep(1.2)
+            midway.append(out.getvalue())
+        finally:
+            gate.touch()
 
     watcher = threading.Thread(target=snapshot_midway)
     watcher.start()

@@ -67,8 +67,10 @@ def test_a_dead_box_has_its_running_trials_retried_once_by_the_other_after_its_h
     store = Store(pg_url)
     stale_s = 3.0
     values = [0.2, 0.3, 0.4, 0.5]
+    gate = tmp_path / "power-cut"  # box A's trials hold after epoch 1 until it exists: both are caught mid-run
     config = {"method": "grid", "metric": METRIC,
-              "parameters": {"quality": {"values": values}, "epochs": {"value": 4}, "epoch_s": {"value": 0.25}}}
+              "parameters": {"quality": {"values": values}, "epochs": {"value": 4}, "epoch_s": {"value": 0.25},
+                             "gate": {"value": str(gate)}}}
     sweep = new_sweep(store, config, "t.yaml", None, seed=0)
     box_a = start_box(store, sweep.id, tmp_path, "box-a", agents=2, stale_s=stale_s)
     box_b = None
@@ -85,6 +87,7 @@ def test_a_dead_box_has_its_running_trials_retried_once_by_the_other_after_its_h
         box_a.wait()
         for trial in doomed:
             os.kill(trial.pid, signal.SIGKILL)
+        gate.touch()  # the trials that box B runs pass straight through
         last_beat = store.controller_heartbeat(owner_of(box_a))
         output = box_b.communicate(timeout=120)[0]
     finally:
