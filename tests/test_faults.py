@@ -67,7 +67,7 @@ def test_sigterm_to_the_controller_process_group_interrupts_trials_and_resume_re
     controller = _controller_process(store, sweep, tmp_path)
     try:
         assert wait_for(lambda: sum(t.state == "running" and t.epochs >= 1 for t in store.trials(sweep.id)) == 2,
-                        timeout=60)
+                        timeout=60), [(t.name, t.state, t.epochs) for t in store.trials(sweep.id)]
         os.killpg(controller.pid, signal.SIGTERM)
         output = controller.communicate(timeout=60)[0]
     finally:
@@ -88,7 +88,7 @@ def test_sigterm_to_every_process_as_systemd_sends_it_interrupts_trials_rather_t
     controller = _controller_process(store, sweep, tmp_path)
     try:
         assert wait_for(lambda: sum(t.state == "running" and t.epochs >= 1 for t in store.trials(sweep.id)) == 2,
-                        timeout=60)
+                        timeout=60), [(t.name, t.state, t.epochs) for t in store.trials(sweep.id)]
         for trial in store.trials(sweep.id):  # systemd's KillMode=control-group: every process, own session or not
             os.kill(trial.pid, signal.SIGTERM)
         os.killpg(controller.pid, signal.SIGTERM)

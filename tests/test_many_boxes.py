@@ -76,7 +76,7 @@ def test_a_dead_box_has_its_running_trials_retried_once_by_the_other_after_its_h
     box_b = None
     try:
         assert wait_for(lambda: sum(t.state == "running" and t.epochs >= 1 for t in store.trials(sweep.id)) == 2,
-                        timeout=60)
+                        timeout=60), [(t.name, t.state, t.epochs) for t in store.trials(sweep.id)]
         box_b = start_box(store, sweep.id, tmp_path, "box-b", agents=1, stale_s=stale_s)
         # box A loses power: its trials stop dead (SIGSTOP first, so none notices its parent go and
         # ends itself), then every process of it is killed without a word
