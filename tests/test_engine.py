@@ -6,13 +6,12 @@ import random
 
 import numpy as np
 import pytest
+from helpers.fakes import METRIC
 from helpers.sweeps import add_trial, new_store
 
 import sweeps
 from covid_sweep.sweep.control.engine import runs_to_stop, suggest, sweep_runs, target_reached
 from covid_sweep.sweep.store import Sweep
-
-METRIC = {"name": "val_auc", "goal": "maximize"}
 
 
 def test_the_engine_sees_each_trial_as_a_w_and_b_run_with_its_params_history_and_best(tmp_path):

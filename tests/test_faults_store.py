@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers.fakes import METRIC
 
 from covid_sweep.cli import main
 from covid_sweep.core import paths
@@ -26,7 +27,6 @@ from covid_sweep.sweep.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = "from covid_sweep.cli import main; main(prog_name='covid-sweep')"
-METRIC = {"name": "val_auc", "goal": "maximize"}
 PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_FOWNER = 24, 1, 3
 
 
