@@ -37,6 +37,10 @@ def _listing(folder):
     return sorted(p.name for p in folder.iterdir())
 
 
+def _io_error() -> OSError:
+    return OSError(errno.EIO, "I/O error")
+
+
 def _out_and_staging(tmp_path, staged=("a", "b")):
     """An install target and a staging folder holding a new file for each name in `staged`."""
     out, staging = tmp_path / "out", tmp_path / "staging"
@@ -99,15 +103,8 @@ def test_install_entries_puts_the_old_entries_back_when_a_rename_fails(tmp_path,
     for name in ("a", "b", "c"):
         (out / name).write_text(f"old {name}")
     (out / "keep").write_text("not ours")
-    real_replace, calls = os.replace, []
-
-    def flaky(src, dst):
-        calls.append(dst)
-        if len(calls) == 4:  # a moved in, b moved aside: then moving b in fails
-            raise OSError(errno.EIO, "I/O error")
-        return real_replace(src, dst)
-
-    monkeypatch.setattr(files.os, "replace", flaky)
+    # a moved in, b moved aside: then moving b in fails
+    monkeypatch.setattr(files.os, "replace", failing_on_call(os.replace, 4, _io_error))
     with pytest.raises(OSError, match="I/O error"):
         install_entries(staging, out, replace=True)
     monkeypatch.undo()
@@ -135,15 +132,8 @@ def test_publish_dir_refuses_an_existing_target_unless_asked_and_keeps_it_if_the
         (staging / "new").write_text("x")
         with pytest.raises(ExistsError):
             publish_dir(staging, target)
-        real_rename, calls = os.rename, []
-
-        def flaky(src, dst):
-            calls.append(dst)
-            if len(calls) == 2:  # the old folder is aside; moving the new one in fails
-                raise OSError(errno.EIO, "I/O error")
-            return real_rename(src, dst)
-
-        monkeypatch.setattr(files.os, "rename", flaky)
+        # the old folder is aside; moving the new one in fails
+        monkeypatch.setattr(files.os, "rename", failing_on_call(os.rename, 2, _io_error))
         with pytest.raises(OSError, match="I/O error"):
             publish_dir(staging, target, replace=True)
         monkeypatch.undo()
@@ -228,21 +218,15 @@ def test_folders_installed_before_a_failure_are_removed_again_and_the_old_entrie
     (staging / "a_dir").mkdir()
     (staging / "a_dir" / "inner").write_text("new")
     (out / "b").write_text("old b")
-    real_replace, moves = os.replace, []
-
-    def failing_third(src, dst):  # a_dir moved in, old b moved aside, then moving the new b in fails
-        moves.append(Path(dst))
-        if len(moves) == 3:
-            raise disk_full()
-        return real_replace(src, dst)
-
+    # a_dir moved in, old b moved aside, then moving the new b in fails
+    failing_third = failing_on_call(os.replace, 3)
     monkeypatch.setattr(files.os, "replace", failing_third)
     with pytest.raises(WriteError, match=rf"^{out}: could not write: No space left on device$"):
         with files.disk_errors(out):
             install_entries(staging, out, replace=True)
     monkeypatch.undo()
     assert _listing(out) == ["b"] and (out / "b").read_text() == "old b"
-    aside = moves[1]  # a rename inside out/ (one file system), never a copy through /tmp
+    aside = Path(failing_third.calls[1][1])  # a rename inside out/ (one file system), never a copy through /tmp
     assert aside.name == "b" and aside.parent.parent == out and aside.parent.name.startswith(".old-")
 
 

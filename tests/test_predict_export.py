@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from helpers.faults import failing_on_call
 from helpers.torchscript import scripted_probs
 
 from covid_sweep.cli import main
@@ -278,15 +279,7 @@ def test_a_failed_export_loses_nothing(trained, exported, tmp_path, monkeypatch)
     with pytest.raises(RuntimeError, match="promotion failed"):
         export_bundle(artifact, data, out, _provenance(artifact_dir), views=TTA, force=True, before_install=refuse)
     # an error in the middle of moving the new files in puts the old ones back
-    real_replace, calls = os.replace, []
-
-    def flaky_replace(src, dst):
-        calls.append(dst)
-        if len(calls) == 4:
-            raise OSError("disk full")
-        return real_replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", flaky_replace)
+    monkeypatch.setattr(os, "replace", failing_on_call(os.replace, 4, lambda: OSError("disk full")))
     with pytest.raises(OSError, match="disk full"):
         export_bundle(artifact, data, out, _provenance(artifact_dir), views=TTA, force=True)
     monkeypatch.undo()

@@ -11,8 +11,9 @@ def disk_full() -> OSError:
 
 
 def failing_on_call(real: Callable, n: int, error: Callable[[], BaseException] = disk_full) -> Callable:
-    """`real`, except that its n-th call raises error() instead."""
-    calls = []
+    """`real`, except that its n-th call raises error() instead. Its `calls` attribute holds each call's
+    positional arguments, the failed one included, for a test that checks what was asked before the failure."""
+    calls: list[tuple] = []
 
     def call(*args, **kwargs):
         calls.append(args)
@@ -20,6 +21,7 @@ def failing_on_call(real: Callable, n: int, error: Callable[[], BaseException] =
             raise error()
         return real(*args, **kwargs)
 
+    call.calls = calls
     return call
 
 
