@@ -12,9 +12,16 @@ from helpers.data import REAL_DATA
 from helpers.groups import near_copy, patient_rows, write_groups
 
 from covid_sweep.cli import main
-from covid_sweep.data.groups import GROUPS_CSV, Groups, near_duplicate_groups, read_groups_csv, train_groups
+from covid_sweep.data.groups import (
+    GROUPS_CSV,
+    Groups,
+    near_duplicate_groups,
+    near_duplicate_pairs,
+    read_groups_csv,
+    train_groups,
+)
 from covid_sweep.data.layout import DataError, load_split
-from covid_sweep.data.splits import grouped_folds, shared_groups, trial_splits
+from covid_sweep.data.splits import grouped_folds, holdout_folds, shared_groups, split_kind, trial_splits
 
 needs_real = pytest.mark.skipif(not (REAL_DATA / GROUPS_CSV).is_file(), reason="no ../shared data")
 
@@ -224,8 +231,6 @@ def test_a_row_without_its_group_cell_and_many_missing_images_are_named(tiny_dat
 
 
 def test_a_grouped_holdout_is_the_first_of_about_one_over_the_fraction_folds():
-    from covid_sweep.data.splits import holdout_folds
-
     assert [holdout_folds(f) for f in (0.5, 0.25, 0.2, 0.9)] == [2, 4, 5, 2]
 
 
@@ -235,8 +240,6 @@ def test_a_grouped_holdout_is_the_first_of_about_one_over_the_fraction_folds():
     ("near-duplicates", 3, "grouped 3-fold CV (near-duplicates only)"),
 ])
 def test_every_score_says_what_split_it_was_measured_on(source, folds, kind):
-    from covid_sweep.data.splits import split_kind
-
     assert split_kind(source, folds) == kind
 
 
@@ -261,7 +264,8 @@ def test_a_holdout_follows_its_fraction_and_seed(grouping):
     labels, groups = _synthetic()
     split = Groups(grouping, tuple(groups))
     [(train, val)] = trial_splits(labels, split, 1, 0.2, seed=4)
-    assert abs(len(val) / len(labels) - 0.2) < 0.04  # not sklearn's default of 0.25 and len(train) + len(val) == len(labels)
+    assert abs(len(val) / len(labels) - 0.2) < 0.04  # not sklearn's default of 0.25
+    assert len(train) + len(val) == len(labels) and set(train).isdisjoint(val)
     [(_, again)] = trial_splits(labels, split, 1, 0.2, seed=4)
     [(_, other)] = trial_splits(labels, split, 1, 0.2, seed=5)
     assert np.array_equal(val, again) and not np.array_equal(val, other)
@@ -269,16 +273,12 @@ def test_a_holdout_follows_its_fraction_and_seed(grouping):
 
 
 def test_neighbouring_slices_pair_once_and_no_image_pairs_with_itself():
-    from covid_sweep.data.groups import near_duplicate_pairs
-
     # slices 0-1 and 3-4 are consecutive near-copies (the common real case); 2 is unlike both
     thumbs = np.array([[1.0, 0.0, 0.0], [0.99, 0.141, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [0.0, 0.99, 0.141]])
     assert near_duplicate_pairs(thumbs).tolist() == [[0, 1], [3, 4]]
 
 
 def test_a_pair_exactly_at_the_threshold_is_not_a_near_duplicate():
-    from covid_sweep.data.groups import near_duplicate_pairs
-
     thumbs = np.array([[1.0, 0.0], [0.5, 0.75 ** 0.5]])  # r = 0.5 exactly: 1 * 0.5 + 0 * x
     assert near_duplicate_pairs(thumbs, threshold=0.5).tolist() == []
     assert near_duplicate_pairs(thumbs, threshold=0.49).tolist() == [[0, 1]]
